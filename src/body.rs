@@ -1,0 +1,179 @@
+//! Streaming a message body from one connection to the other, by its framing.
+//!
+//! Content-Length bodies are written straight from the read buffer; chunked and
+//! close-delimited bodies are decoded and re-framed for the receiving side. Memory is
+//! bounded by the buffers, whatever the body size.
+
+use crate::buf::{write_vec, Buf, Fill};
+use crate::http::chunked::{write_chunk_header, ChunkError, ChunkedDecoder, Step, LAST_CHUNK};
+use crate::http::Framing;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::time::timeout;
+use std::io;
+use std::time::Duration;
+
+/// Re-framed output is flushed once this much has accumulated.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Why a body relay stopped early; says which side failed so the caller can answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Reading from the source failed.
+    #[error("read: {0}")]
+    Read(io::Error),
+    /// The source sent nothing within the read timeout.
+    #[error("read timed out")]
+    ReadTimeout,
+    /// The source closed before the body was complete.
+    #[error("source closed mid-body")]
+    Eof,
+    /// The source's chunked framing is invalid.
+    #[error("chunked framing: {0}")]
+    Framing(ChunkError),
+    /// Writing to the destination failed.
+    #[error("write: {0}")]
+    Write(io::Error),
+    /// The destination accepted nothing within the write timeout.
+    #[error("write timed out")]
+    WriteTimeout,
+}
+
+/// One direction of a body transfer.
+pub struct Relay<'a, S, D> {
+    /// Where the body comes from.
+    pub src: &'a mut S,
+    /// Bytes already read from `src` (the body starts at its front).
+    pub buf: &'a mut Buf,
+    /// Where the body goes.
+    pub dst: &'a mut D,
+    /// Scratch space for re-framed output.
+    pub out: &'a mut Vec<u8>,
+    /// Longest wait for the next bytes from `src`.
+    pub read_timeout: Duration,
+    /// Longest wait for `dst` to accept a write.
+    pub write_timeout: Duration,
+    /// Most bytes `buf` may hold.
+    pub max_buf: usize,
+}
+
+impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
+    /// Copies one body framed as `input` on the source and as `output` on the destination.
+    ///
+    /// `output` is `Length` only when `input` is (same length), `Chunked` or `Close` otherwise.
+    pub async fn run(&mut self, input: Framing, output: Framing) -> Result<(), RelayError> {
+        match input {
+            Framing::None => Ok(()),
+            Framing::Length(n) => self.length(n).await,
+            Framing::Chunked => self.chunked(output == Framing::Chunked).await,
+            Framing::Close => self.until_close(output == Framing::Chunked).await,
+        }
+    }
+
+    async fn read(&mut self) -> Result<Fill, RelayError> {
+        match timeout(self.read_timeout, self.buf.fill(self.src, self.max_buf)).await {
+            Ok(Ok(f)) => Ok(f),
+            Ok(Err(e)) => Err(RelayError::Read(e)),
+            Err(_) => Err(RelayError::ReadTimeout),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), RelayError> {
+        match timeout(self.write_timeout, write_vec(self.dst, self.out)).await {
+            Ok(r) => r.map_err(RelayError::Write),
+            Err(_) => Err(RelayError::WriteTimeout),
+        }
+    }
+
+    async fn write_buffered(&mut self, n: usize) -> Result<(), RelayError> {
+        match timeout(self.write_timeout, self.buf.write_prefix(self.dst, n)).await {
+            Ok(r) => r.map_err(RelayError::Write),
+            Err(_) => Err(RelayError::WriteTimeout),
+        }
+    }
+
+    async fn length(&mut self, mut remaining: u64) -> Result<(), RelayError> {
+        loop {
+            let n = usize::try_from(remaining).map_or(self.buf.len(), |r| r.min(self.buf.len()));
+            if n > 0 {
+                self.write_buffered(n).await?;
+                remaining -= n as u64;
+            }
+            if remaining == 0 {
+                return Ok(());
+            }
+            match self.read().await? {
+                Fill::Read(_) => {}
+                Fill::Eof => return Err(RelayError::Eof),
+                // Unreachable in practice: a length body is drained before each read.
+                Fill::Full => return Err(RelayError::Read(io::Error::other("buffer full"))),
+            }
+        }
+    }
+
+    async fn chunked(&mut self, rechunk: bool) -> Result<(), RelayError> {
+        let mut dec = ChunkedDecoder::new();
+        loop {
+            loop {
+                match dec.decode(self.buf.data()).map_err(RelayError::Framing)? {
+                    Step::Data { start, end } => {
+                        if rechunk {
+                            write_chunk_header(self.out, end - start);
+                        }
+                        self.out.extend_from_slice(&self.buf.data()[start..end]);
+                        if rechunk {
+                            self.out.extend_from_slice(b"\r\n");
+                        }
+                        self.buf.consume(end);
+                        if self.out.len() >= FLUSH_AT {
+                            self.flush().await?;
+                        }
+                    }
+                    Step::NeedMore { consumed } => {
+                        self.buf.consume(consumed);
+                        break;
+                    }
+                    Step::Done { consumed } => {
+                        self.buf.consume(consumed);
+                        if rechunk {
+                            self.out.extend_from_slice(LAST_CHUNK);
+                        }
+                        return self.flush().await;
+                    }
+                }
+            }
+            self.flush().await?;
+            match self.read().await? {
+                Fill::Read(_) => {}
+                Fill::Eof => return Err(RelayError::Eof),
+                Fill::Full => return Err(RelayError::Framing(ChunkError::TooLong)),
+            }
+        }
+    }
+
+    async fn until_close(&mut self, rechunk: bool) -> Result<(), RelayError> {
+        loop {
+            let n = self.buf.len();
+            if n > 0 {
+                if rechunk {
+                    write_chunk_header(self.out, n);
+                    self.out.extend_from_slice(self.buf.data());
+                    self.out.extend_from_slice(b"\r\n");
+                    self.buf.consume(n);
+                    self.flush().await?;
+                } else {
+                    self.write_buffered(n).await?;
+                }
+            }
+            match self.read().await? {
+                Fill::Read(_) => {}
+                Fill::Eof => break,
+                Fill::Full => return Err(RelayError::Read(io::Error::other("buffer full"))),
+            }
+        }
+        if rechunk {
+            self.out.extend_from_slice(LAST_CHUNK);
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! `Buf`: a connection's reusable read buffer, and the owned-buffer I/O helpers that
+//! monoio's completion-based API needs (buffers move into the kernel and back).
+//!
+//! Unconsumed bytes are `vec[start..]`. Heads are parsed straight out of it, bodies
+//! are written to the other side straight from it: no copy for pass-through data.
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use std::io;
+
+/// Fewer free bytes than this at the end triggers compaction or growth before a read.
+const MIN_READ: usize = 2048;
+
+/// A read buffer with a consumed prefix.
+#[derive(Debug, Default)]
+pub struct Buf {
+    vec: Vec<u8>,
+    start: usize,
+}
+
+/// Outcome of `Buf::fill`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// This many new bytes arrived.
+    Read(usize),
+    /// The peer closed its side.
+    Eof,
+    /// The buffer already holds `max` unconsumed bytes.
+    Full,
+}
+
+impl Buf {
+    /// An empty buffer that will allocate `capacity` bytes on first use.
+    pub fn with_capacity(capacity: usize) -> Buf {
+        Buf {
+            vec: Vec::with_capacity(capacity),
+            start: 0,
+        }
+    }
+
+    /// The unconsumed bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.vec[self.start..]
+    }
+
+    /// Number of unconsumed bytes.
+    pub fn len(&self) -> usize {
+        self.vec.len() - self.start
+    }
+
+    /// True when nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Marks `n` bytes as used; they are dropped lazily.
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len(), "consumed more than buffered");
+        self.start += n.min(self.len());
+        if self.start == self.vec.len() {
+            self.vec.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Releases memory of an idle buffer that grew beyond `keep` bytes.
+    pub fn shrink_idle(&mut self, keep: usize) {
+        if self.is_empty() && self.vec.capacity() > keep {
+            self.vec = Vec::with_capacity(keep);
+            self.start = 0;
+        }
+    }
+
+    /// Reads more bytes from `src`, growing up to `max` unconsumed bytes.
+    ///
+    /// If the future is dropped mid-read the buffer is lost (the kernel still owns
+    /// it); callers drop the connection in that case, so that is harmless.
+    pub async fn fill<S: AsyncReadRent>(&mut self, src: &mut S, max: usize) -> io::Result<Fill> {
+        let len = self.len();
+        if len >= max {
+            return Ok(Fill::Full);
+        }
+        if self.vec.capacity() - self.vec.len() < MIN_READ {
+            if self.start > 0 {
+                self.vec.drain(..self.start);
+                self.start = 0;
+            }
+            let spare = self.vec.capacity() - self.vec.len();
+            if spare < MIN_READ && self.vec.capacity() < max {
+                let want = (self.vec.capacity().max(MIN_READ)).min(max - self.vec.capacity());
+                self.vec.reserve_exact(want.max(1));
+            }
+        }
+        let start = std::mem::replace(&mut self.start, 0);
+        let vec = std::mem::take(&mut self.vec);
+        let (used, cap) = (vec.len(), vec.capacity());
+        debug_assert!(cap > used, "fill reserved no space");
+        let (res, slice) = src.read(vec.slice_mut(used..cap)).await;
+        self.vec = slice.into_inner();
+        self.start = start;
+        match res? {
+            0 => Ok(Fill::Eof),
+            n => Ok(Fill::Read(n)),
+        }
+    }
+
+    /// Writes the first `n` unconsumed bytes to `dst` and consumes them.
+    pub async fn write_prefix<D: AsyncWriteRent>(
+        &mut self,
+        dst: &mut D,
+        n: usize,
+    ) -> io::Result<()> {
+        self.write_range(dst, 0, n).await?;
+        self.consume(n);
+        Ok(())
+    }
+
+    /// Writes unconsumed bytes `from..from + n` to `dst` without consuming them.
+    pub async fn write_range<D: AsyncWriteRent>(
+        &mut self,
+        dst: &mut D,
+        from: usize,
+        n: usize,
+    ) -> io::Result<()> {
+        assert!(from + n <= self.len(), "write_range beyond buffered data");
+        if n == 0 {
+            return Ok(());
+        }
+        let start = std::mem::replace(&mut self.start, 0);
+        let vec = std::mem::take(&mut self.vec);
+        let (res, slice) = dst
+            .write_all(vec.slice(start + from..start + from + n))
+            .await;
+        self.vec = slice.into_inner();
+        self.start = start;
+        res.map(|_| ())
+    }
+}
+
+/// Writes all of `out` to `dst`, then clears it (keeping its capacity).
+pub async fn write_vec<D: AsyncWriteRent>(dst: &mut D, out: &mut Vec<u8>) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let vec = std::mem::take(out);
+    let (res, mut vec) = dst.write_all(vec).await;
+    vec.clear();
+    *out = vec;
+    res.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_resets_when_drained() {
+        let mut b = Buf::with_capacity(16);
+        b.vec.extend_from_slice(b"hello");
+        b.consume(2);
+        assert_eq!(b.data(), b"llo");
+        b.consume(3);
+        assert!(b.is_empty());
+        assert_eq!(b.start, 0);
+    }
+
+    #[monoio::test]
+    async fn fill_appends_and_compacts() {
+        let mut src: &[u8] = b"abcdefgh";
+        let mut b = Buf::with_capacity(4);
+        assert_eq!(b.fill(&mut src, 64).await.unwrap(), Fill::Read(8));
+        b.consume(6);
+        let mut more: &[u8] = b"XY";
+        assert_eq!(b.fill(&mut more, 64).await.unwrap(), Fill::Read(2));
+        assert_eq!(b.data(), b"ghXY");
+        let mut empty: &[u8] = b"";
+        assert_eq!(b.fill(&mut empty, 64).await.unwrap(), Fill::Eof);
+        assert_eq!(b.fill(&mut empty, 4).await.unwrap(), Fill::Full);
+    }
+}

@@ -1,0 +1,522 @@
+//! Configuration: `config.toml` parsed into `RawConfig`, then validated into `Config`.
+//!
+//! `Config` is immutable once built and shared read-only (`Arc`) by every worker.
+//! Every upstream server gets a small stable id (its index in `Config::servers`) so
+//! per-worker state is a plain `Vec` indexed by id and bus messages carry ids.
+
+mod raw;
+pub mod units;
+
+use raw::{OneOrMany, RawConfig, RawServerEntry};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+use toml::Spanned;
+
+/// Index of an upstream group in `Config::upstreams`.
+pub type UpstreamId = usize;
+/// Index of a server in `Config::servers`, stable for the life of a `Config`.
+pub type ServerId = usize;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from (file path), for messages.
+    pub origin: String,
+    /// `[server]`: listeners, workers, client-side limits and timeouts.
+    pub server: ServerConfig,
+    /// Upstream groups, indexed by `UpstreamId`.
+    pub upstreams: Vec<Upstream>,
+    /// Every server of every group, indexed by `ServerId`.
+    pub servers: Vec<Server>,
+    /// Routes, in match order (longest `path_prefix` first, then file order).
+    pub routes: Vec<Route>,
+}
+
+/// Client-side settings from `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Addresses to listen on; each worker binds its own SO_REUSEPORT socket on each.
+    pub listen: Vec<SocketAddr>,
+    /// Number of worker threads (one runtime each, pinned to a core).
+    pub workers: usize,
+    /// The whole request head must arrive within this (slowloris defence).
+    pub header_timeout: Duration,
+    /// Idle time allowed between requests on a kept-alive client connection.
+    pub keepalive_timeout: Duration,
+    /// Longest gap allowed between two reads of a request body.
+    pub body_timeout: Duration,
+    /// Largest request head (request line plus headers); 431 beyond.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; 431 beyond.
+    pub max_headers: usize,
+    /// Longest request line; 414 beyond.
+    pub max_request_line: usize,
+}
+
+/// Balancing policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Each worker walks the server list in turn, starting at its own offset.
+    RoundRobin,
+}
+
+/// One upstream group, `[upstreams.NAME]`.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The group's name as written in the config.
+    pub name: String,
+    /// The group's servers, as ids into `Config::servers`; never empty.
+    pub servers: Vec<ServerId>,
+    /// How a server is picked.
+    pub balance: Balance,
+    /// Time allowed to establish a TCP connection to a server.
+    pub connect_timeout: Duration,
+    /// Time allowed between sending the request and receiving the response head.
+    pub response_header_timeout: Duration,
+    /// Longest gap allowed between two reads of a response body.
+    pub read_timeout: Duration,
+    /// Most idle keep-alive connections kept per server per worker.
+    pub keepalive: usize,
+    /// How long an idle upstream connection is kept.
+    pub keepalive_timeout: Duration,
+    /// Consecutive connect failures that mark a server down.
+    pub max_fails: u32,
+    /// How long a server stays down once marked.
+    pub fail_timeout: Duration,
+}
+
+/// One upstream server.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// The group this server belongs to.
+    pub upstream: UpstreamId,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// Relative weight (used by weighted policies).
+    pub weight: u32,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Requests whose path starts with this go to `upstream`.
+    pub path_prefix: String,
+    /// Target group.
+    pub upstream: UpstreamId,
+}
+
+/// Why a config was rejected; every variant names the file and, where it can, the key and line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{origin}: cannot read config: {source}")]
+    Io {
+        /// The path.
+        origin: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown keys, wrong types, bad units.
+    #[error("{origin}:{line}: {message}")]
+    Parse {
+        /// The path.
+        origin: String,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value that parsed but makes no sense.
+    #[error("{origin}:{line}: `{key}`: {message}")]
+    Invalid {
+        /// The path.
+        origin: String,
+        /// 1-based line of the key, 0 when it has none (a default).
+        line: usize,
+        /// Dotted path of the key, e.g. `upstreams.web.servers`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            origin: origin.clone(),
+            source,
+        })?;
+        Config::parse(&text, &origin)
+    }
+
+    /// Parses and validates config text; `origin` names it in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            line: e.span().map_or(1, |s| line_of(text, s.start)),
+            message: e.message().trim().to_string(),
+        })?;
+        Validator { text, origin }.validate(raw)
+    }
+
+    /// One line describing what this config runs, for `ringway check` and the startup log.
+    pub fn summary(&self) -> String {
+        let listen: Vec<String> = self.server.listen.iter().map(|a| a.to_string()).collect();
+        format!(
+            "listen {} | {} workers | {} upstreams, {} servers | {} routes",
+            listen.join(", "),
+            self.server.workers,
+            self.upstreams.len(),
+            self.servers.len(),
+            self.routes.len()
+        )
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Validator<'_> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        key: String,
+        message: String,
+    ) -> Result<T, ConfigError> {
+        let line = if span.is_empty() && span.start == 0 {
+            0
+        } else {
+            line_of(self.text, span.start)
+        };
+        Err(ConfigError::Invalid {
+            origin: self.origin.to_string(),
+            line,
+            key,
+            message,
+        })
+    }
+
+    fn positive(&self, v: &Spanned<i64>, key: &str, max: i64) -> Result<usize, ConfigError> {
+        let n = *v.get_ref();
+        if n < 1 || n > max {
+            return self.err(
+                v.span(),
+                key.into(),
+                format!("must be between 1 and {max}, got {n}"),
+            );
+        }
+        Ok(n as usize)
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let s = raw.server;
+        let listen_span = s.listen.span();
+        let listen_strs = match s.listen.into_inner() {
+            OneOrMany::One(a) => vec![a],
+            OneOrMany::Many(v) => v,
+        };
+        if listen_strs.is_empty() {
+            return self.err(
+                listen_span,
+                "server.listen".into(),
+                "needs at least one address".into(),
+            );
+        }
+        let mut listen = Vec::new();
+        for a in &listen_strs {
+            let addr = match resolve(a) {
+                Ok(addr) => addr,
+                Err(m) => return self.err(listen_span, "server.listen".into(), m),
+            };
+            if listen.contains(&addr) && addr.port() != 0 {
+                return self.err(
+                    listen_span,
+                    "server.listen".into(),
+                    format!("`{a}` is listed twice"),
+                );
+            }
+            listen.push(addr);
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = match &s.workers {
+            Some(w) => self.positive(w, "server.workers", 1024)?,
+            None => cores,
+        };
+        let max_header_bytes = s.max_header_bytes.get_ref().0;
+        if !(1024..=1 << 20).contains(&max_header_bytes) {
+            return self.err(
+                s.max_header_bytes.span(),
+                "server.max_header_bytes".into(),
+                "must be between 1KiB and 1MiB".into(),
+            );
+        }
+        let max_request_line = s.max_request_line.get_ref().0;
+        if !(64..=max_header_bytes).contains(&max_request_line) {
+            return self.err(
+                s.max_request_line.span(),
+                "server.max_request_line".into(),
+                "must be between 64B and max_header_bytes".into(),
+            );
+        }
+        let server = ServerConfig {
+            listen,
+            workers,
+            header_timeout: s.header_timeout.0,
+            keepalive_timeout: s.keepalive_timeout.0,
+            body_timeout: s.body_timeout.0,
+            max_header_bytes: max_header_bytes as usize,
+            max_headers: self.positive(&s.max_headers, "server.max_headers", 1000)?,
+            max_request_line: max_request_line as usize,
+        };
+
+        let mut upstreams = Vec::new();
+        let mut servers = Vec::new();
+        for (name, up) in raw.upstreams {
+            let up = up.into_inner();
+            let key = |k: &str| format!("upstreams.{name}.{k}");
+            let balance = match up.balance.get_ref().as_str() {
+                "round_robin" => Balance::RoundRobin,
+                other => {
+                    return self.err(
+                        up.balance.span(),
+                        key("balance"),
+                        format!("unknown policy `{other}` (known: round_robin)"),
+                    );
+                }
+            };
+            let list_span = up.servers.span();
+            let list = up.servers.into_inner();
+            if list.is_empty() {
+                return self.err(
+                    list_span,
+                    key("servers"),
+                    "needs at least one server".into(),
+                );
+            }
+            let id = upstreams.len();
+            let mut ids = Vec::new();
+            for entry in list {
+                let span = entry.span();
+                let (addr, weight) = match entry.into_inner() {
+                    RawServerEntry::Addr(a) => (a, 1),
+                    RawServerEntry::Table(t) => (t.addr, t.weight),
+                };
+                let addr = match resolve(&addr) {
+                    Ok(a) if a.port() != 0 => a,
+                    Ok(_) => {
+                        return self.err(span, key("servers"), format!("`{addr}` needs a port"))
+                    }
+                    Err(m) => return self.err(span, key("servers"), m),
+                };
+                if !(1..=1000).contains(&weight) {
+                    return self.err(
+                        span,
+                        key("servers"),
+                        format!("weight must be between 1 and 1000, got {weight}"),
+                    );
+                }
+                ids.push(servers.len());
+                servers.push(Server {
+                    upstream: id,
+                    addr,
+                    weight: weight as u32,
+                });
+            }
+            upstreams.push(Upstream {
+                balance,
+                servers: ids,
+                connect_timeout: up.connect_timeout.0,
+                response_header_timeout: up.response_header_timeout.0,
+                read_timeout: up.read_timeout.0,
+                keepalive: self.positive(&up.keepalive, &key("keepalive"), 100_000)?,
+                keepalive_timeout: up.keepalive_timeout.0,
+                max_fails: self.positive(&up.max_fails, &key("max_fails"), 1000)? as u32,
+                fail_timeout: up.fail_timeout.0,
+                name,
+            });
+        }
+
+        if raw.routes.is_empty() {
+            return self.err(
+                0..0,
+                "routes".into(),
+                "at least one [[routes]] entry is needed".into(),
+            );
+        }
+        let mut routes = Vec::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let r = r.into_inner();
+            let name = r.upstream.get_ref();
+            let Some(upstream) = upstreams.iter().position(|u| &u.name == name) else {
+                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                return self.err(
+                    r.upstream.span(),
+                    format!("routes[{i}].upstream"),
+                    format!(
+                        "no upstream named `{name}` (defined: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            };
+            let prefix = r.path_prefix.get_ref();
+            if !prefix.starts_with('/') {
+                return self.err(
+                    r.path_prefix.span(),
+                    format!("routes[{i}].path_prefix"),
+                    format!("`{prefix}` must start with `/`"),
+                );
+            }
+            routes.push(Route {
+                path_prefix: prefix.clone(),
+                upstream,
+            });
+        }
+        // Longest prefix wins; the sort is stable so equal lengths keep file order.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
+
+        Ok(Config {
+            origin: self.origin.to_string(),
+            server,
+            upstreams,
+            servers,
+            routes,
+        })
+    }
+}
+
+/// Parses `ip:port`, `:port` (all interfaces) or `host:port` (resolved once, now).
+fn resolve(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Some(port) = text.strip_prefix(':') {
+        if let Ok(p) = port.parse::<u16>() {
+            return Ok(SocketAddr::from(([0, 0, 0, 0], p)));
+        }
+    }
+    if !text.contains(':') {
+        return Err(format!(
+            "`{text}` is not an address: expected host:port, e.g. 127.0.0.1:9001"
+        ));
+    }
+    match text.to_socket_addrs() {
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| format!("`{text}` resolves to no address")),
+        Err(e) => Err(format!("`{text}` is not an address ({e})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+workers = 2
+[upstreams.web]
+servers = ["127.0.0.1:9001", { addr = "127.0.0.1:9002", weight = 3 }]
+[upstreams.api]
+servers = ["127.0.0.1:9003"]
+[[routes]]
+path_prefix = "/"
+upstream = "web"
+[[routes]]
+path_prefix = "/api"
+upstream = "api"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_config_validates_with_defaults() {
+        let c = Config::parse(GOOD, "test.toml").unwrap();
+        assert_eq!(c.server.workers, 2);
+        assert_eq!(c.server.max_header_bytes, 16384);
+        assert_eq!(c.servers.len(), 3);
+        assert_eq!(
+            c.servers
+                .iter()
+                .find(|s| s.addr.port() == 9002)
+                .unwrap()
+                .weight,
+            3
+        );
+        assert_eq!(c.routes[0].path_prefix, "/api", "longest prefix first");
+        assert_eq!(c.upstreams[c.routes[0].upstream].name, "api");
+    }
+
+    #[test]
+    fn the_shipped_config_is_valid() {
+        let text = include_str!("../../config.toml");
+        Config::parse(text, "config.toml").unwrap();
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let e = err("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n");
+        assert!(e.contains("test.toml:3") && e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn a_route_to_a_missing_upstream_is_rejected() {
+        let e =
+            err("[upstreams.web]\nservers=[\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"nope\"\n");
+        assert!(
+            e.contains("routes[0].upstream") && e.contains("nope") && e.contains(":4"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_empty_server_list_is_rejected() {
+        let e = err("[upstreams.web]\nservers=[]\n[[routes]]\nupstream = \"web\"\n");
+        assert!(
+            e.contains("upstreams.web.servers") && e.contains(":2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_address_or_duration_is_rejected() {
+        let e = err("[upstreams.web]\nservers=[\"nonsense\"]\n[[routes]]\nupstream = \"web\"\n");
+        assert!(
+            e.contains("upstreams.web.servers") && e.contains("nonsense"),
+            "{e}"
+        );
+        let e = err("[upstreams.web]\nservers=[\"127.0.0.1:1\"]\nconnect_timeout = \"3 fortnights\"\n[[routes]]\nupstream = \"web\"\n");
+        assert!(e.contains(":3") && e.contains("fortnights"), "{e}");
+        let e = err("[server]\nlisten = \"127.0.0.1\"\n");
+        assert!(e.contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_policy_is_rejected() {
+        let e = err("[upstreams.web]\nservers=[\"127.0.0.1:1\"]\nbalance = \"fastest\"\n[[routes]]\nupstream = \"web\"\n");
+        assert!(
+            e.contains("upstreams.web.balance") && e.contains("fastest"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! `RawConfig`: config.toml exactly as written, with serde defaults in one place.
+//!
+//! Nothing here is trusted yet; `Config::from_raw` turns it into typed, checked values.
+
+use super::units::{Dur, Size};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+/// A value that may be written as one item or an array of items.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    /// `listen = "127.0.0.1:8080"`
+    One(T),
+    /// `listen = ["127.0.0.1:8080", "[::1]:8080"]`
+    Many(Vec<T>),
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    #[serde(default = "default_listen")]
+    pub listen: Spanned<OneOrMany<String>>,
+    pub workers: Option<Spanned<i64>>,
+    #[serde(default = "d_10s")]
+    pub header_timeout: Dur,
+    #[serde(default = "d_60s")]
+    pub keepalive_timeout: Dur,
+    #[serde(default = "d_60s")]
+    pub body_timeout: Dur,
+    #[serde(default = "d_16k")]
+    pub max_header_bytes: Spanned<Size>,
+    #[serde(default = "d_100")]
+    pub max_headers: Spanned<i64>,
+    #[serde(default = "d_8k")]
+    pub max_request_line: Spanned<Size>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: default_listen(),
+            workers: None,
+            header_timeout: d_10s(),
+            keepalive_timeout: d_60s(),
+            body_timeout: d_60s(),
+            max_header_bytes: d_16k(),
+            max_headers: d_100(),
+            max_request_line: d_8k(),
+        }
+    }
+}
+
+/// One server entry: `"127.0.0.1:9001"` or `{ addr = "...", weight = 3 }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawServerEntry {
+    /// Address only, weight 1.
+    Addr(String),
+    /// Address with options.
+    Table(RawServerTable),
+}
+
+/// The table form of a server entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTable {
+    pub addr: String,
+    #[serde(default = "one")]
+    pub weight: i64,
+}
+
+/// `[upstreams.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub servers: Spanned<Vec<Spanned<RawServerEntry>>>,
+    #[serde(default = "default_balance")]
+    pub balance: Spanned<String>,
+    #[serde(default = "d_3s")]
+    pub connect_timeout: Dur,
+    #[serde(default = "d_60s")]
+    pub response_header_timeout: Dur,
+    #[serde(default = "d_60s")]
+    pub read_timeout: Dur,
+    #[serde(default = "d_64")]
+    pub keepalive: Spanned<i64>,
+    #[serde(default = "d_60s")]
+    pub keepalive_timeout: Dur,
+    #[serde(default = "d_1")]
+    pub max_fails: Spanned<i64>,
+    #[serde(default = "d_10s")]
+    pub fail_timeout: Dur,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    #[serde(default = "default_prefix")]
+    pub path_prefix: Spanned<String>,
+    pub upstream: Spanned<String>,
+}
+
+fn default_listen() -> Spanned<OneOrMany<String>> {
+    Spanned::new(0..0, OneOrMany::One("127.0.0.1:8080".to_string()))
+}
+fn default_balance() -> Spanned<String> {
+    Spanned::new(0..0, "round_robin".to_string())
+}
+fn default_prefix() -> Spanned<String> {
+    Spanned::new(0..0, "/".to_string())
+}
+fn one() -> i64 {
+    1
+}
+fn d_1() -> Spanned<i64> {
+    Spanned::new(0..0, 1)
+}
+fn d_64() -> Spanned<i64> {
+    Spanned::new(0..0, 64)
+}
+fn d_100() -> Spanned<i64> {
+    Spanned::new(0..0, 100)
+}
+fn d_3s() -> Dur {
+    Dur(std::time::Duration::from_secs(3))
+}
+fn d_10s() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
+}
+fn d_60s() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
+}
+fn d_16k() -> Spanned<Size> {
+    Spanned::new(0..0, Size(16 * 1024))
+}
+fn d_8k() -> Spanned<Size> {
+    Spanned::new(0..0, Size(8 * 1024))
+}

@@ -1,0 +1,302 @@
+//! Head rewriting: the request head sent upstream and the response head sent back.
+//!
+//! Both are written straight into a reused output buffer from the borrowed parse, with
+//! hop-by-hop fields dropped, framing headers re-derived, and the forwarding headers
+//! (`X-Forwarded-*`, `Forwarded`, `Via`) added. No allocation beyond buffer growth.
+
+use super::request::Request;
+use super::response::Response;
+use super::{is_hop_by_hop, listed_in_connection, Framing, Version};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+
+/// The `Via` token this proxy adds.
+pub const VIA: &[u8] = b"1.1 ringway";
+
+/// The client's address, formatted once per connection for forwarding headers.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    text: [u8; 48],
+    len: u8,
+    v6: bool,
+}
+
+impl Peer {
+    /// Formats the client address.
+    pub fn new(addr: SocketAddr) -> Peer {
+        let mut text = [0u8; 48];
+        let mut cursor = &mut text[..];
+        // An IPv6 address is at most 45 characters, so it always fits.
+        let _ = write!(cursor, "{}", addr.ip());
+        let len = 48 - cursor.len();
+        Peer {
+            text,
+            len: len as u8,
+            v6: matches!(addr.ip(), IpAddr::V6(_)),
+        }
+    }
+
+    /// The address as text (`127.0.0.1`, `::1`).
+    pub fn ip(&self) -> &[u8] {
+        &self.text[..self.len as usize]
+    }
+}
+
+/// Writes the request head for the upstream into `out`.
+///
+/// `body` is the request framing the proxy will produce (Content-Length or chunked).
+pub fn write_upstream_request(
+    out: &mut Vec<u8>,
+    req: &Request<'_, '_>,
+    peer: &Peer,
+    body: Framing,
+) {
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let mut xff_seen = false;
+    let mut fwd_seen = false;
+    let mut wrote_host = false;
+    for h in req.headers {
+        let name = h.name;
+        if is_hop_by_hop(name) || (req.has_connection && listed_in_connection(req.headers, name)) {
+            continue;
+        }
+        match name.len() {
+            4 if name.eq_ignore_ascii_case("host") => {
+                if req.host_from_target {
+                    continue;
+                }
+                wrote_host = true;
+            }
+            15 if name.eq_ignore_ascii_case("x-forwarded-for") => {
+                xff_seen = true;
+                continue;
+            }
+            9 if name.eq_ignore_ascii_case("forwarded") => {
+                fwd_seen = true;
+                continue;
+            }
+            16 if name.eq_ignore_ascii_case("x-forwarded-host") => continue,
+            17 if name.eq_ignore_ascii_case("x-forwarded-proto") => continue,
+            _ => {}
+        }
+        write_header(out, name.as_bytes(), h.value);
+    }
+    if !wrote_host && !req.host.is_empty() {
+        write_header(out, b"Host", req.host.as_bytes());
+    }
+
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if xff_seen {
+        append_existing(out, req.headers, "x-forwarded-for");
+    }
+    out.extend_from_slice(peer.ip());
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    if !req.host.is_empty() {
+        write_header(out, b"X-Forwarded-Host", req.host.as_bytes());
+    }
+    out.extend_from_slice(b"Forwarded: ");
+    if fwd_seen {
+        append_existing(out, req.headers, "forwarded");
+    }
+    out.extend_from_slice(b"for=");
+    if peer.v6 {
+        out.extend_from_slice(b"\"[");
+        out.extend_from_slice(peer.ip());
+        out.extend_from_slice(b"]\"");
+    } else {
+        out.extend_from_slice(peer.ip());
+    }
+    if !req.host.is_empty() && !req.host.contains('"') {
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(req.host.as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b";proto=http\r\nVia: ");
+    out.extend_from_slice(VIA);
+    out.extend_from_slice(b"\r\n");
+    write_framing(out, body);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the response head for the client into `out`.
+///
+/// `body` is the framing the proxy sends the client with; `close` says whether the
+/// client connection ends after this response.
+pub fn write_client_response(
+    out: &mut Vec<u8>,
+    resp: &Response<'_, '_>,
+    body: Framing,
+    client_version: Version,
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_status(out, resp.status);
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers {
+        let name = h.name;
+        // Content-Length stays when it is the framing we use or describes a bodiless
+        // response (HEAD, 304): it is end-to-end information there.
+        let keep_length = name.eq_ignore_ascii_case("content-length") && resp.keep_content_length;
+        if !keep_length
+            && (is_hop_by_hop(name)
+                || (resp.has_connection && listed_in_connection(resp.headers, name)))
+        {
+            continue;
+        }
+        write_header(out, name.as_bytes(), h.value);
+    }
+    out.extend_from_slice(b"Via: ");
+    out.extend_from_slice(VIA);
+    out.extend_from_slice(b"\r\n");
+    if !resp.keep_content_length {
+        write_framing(out, body);
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if client_version == Version::Http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_framing(out: &mut Vec<u8>, body: Framing) {
+    match body {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::None | Framing::Close => {}
+    }
+}
+
+fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends every value of the named header, each followed by `", "`.
+fn append_existing(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], name: &str) {
+    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
+        let v = super::trim(h.value);
+        if !v.is_empty() {
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
+        }
+    }
+}
+
+fn push_status(out: &mut Vec<u8>, status: u16) {
+    // httparse guarantees three digits.
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]);
+}
+
+/// Appends a decimal number without going through `fmt`.
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request::{self, Limits};
+    use std::mem::MaybeUninit;
+
+    fn rewrite(raw: &[u8], peer: &str) -> String {
+        let limits = Limits {
+            max_header_bytes: 16384,
+            max_headers: 100,
+            max_request_line: 8192,
+        };
+        let mut slots = [const { MaybeUninit::uninit() }; 100];
+        let req = request::parse(raw, &mut slots, &limits).unwrap().unwrap();
+        let mut out = Vec::new();
+        write_upstream_request(&mut out, &req, &Peer::new(peer.parse().unwrap()), req.body);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn forwarding_headers_are_added_and_hop_by_hop_removed() {
+        let out = rewrite(
+            b"POST /x HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nTrailer: y\r\nX-Forwarded-For: 10.0.0.1\r\nContent-Length: 3\r\nAccept: */*\r\n\r\n",
+            "127.0.0.1:5555",
+        );
+        assert!(
+            out.starts_with("POST /x HTTP/1.1\r\nHost: example.com\r\n"),
+            "{out}"
+        );
+        for gone in [
+            "Connection",
+            "X-Secret",
+            "Keep-Alive",
+            "TE:",
+            "Upgrade",
+            "Proxy-Connection",
+            "Trailer",
+        ] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
+        assert!(out.contains("Accept: */*\r\n"));
+        assert!(out.contains("X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"));
+        assert!(out.contains("X-Forwarded-Proto: http\r\n"));
+        assert!(out.contains("X-Forwarded-Host: example.com\r\n"));
+        assert!(out.contains("Forwarded: for=127.0.0.1;host=\"example.com\";proto=http\r\n"));
+        assert!(out.contains("Via: 1.1 ringway\r\n"));
+        assert!(out.ends_with("Content-Length: 3\r\n\r\n"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_quoted_in_forwarded() {
+        let out = rewrite(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", "[::1]:80");
+        assert!(
+            out.contains("Forwarded: for=\"[::1]\";host=\"h\";proto=http\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("X-Forwarded-For: ::1\r\n"));
+    }
+
+    #[test]
+    fn absolute_form_replaces_the_host_header() {
+        let out = rewrite(
+            b"GET http://real.example/p HTTP/1.1\r\nHost: fake\r\n\r\n",
+            "127.0.0.1:1",
+        );
+        assert!(out.starts_with("GET /p HTTP/1.1\r\n"));
+        assert!(
+            out.contains("Host: real.example\r\n") && !out.contains("fake"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn numbers_format_without_fmt() {
+        let mut out = Vec::new();
+        push_u64(&mut out, 0);
+        out.push(b' ');
+        push_u64(&mut out, u64::MAX);
+        assert_eq!(out, b"0 18446744073709551615");
+    }
+}

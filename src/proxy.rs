@@ -1,0 +1,621 @@
+//! One client connection, top to bottom: read a head, route it, pick a server, take a
+//! pooled connection (or connect), forward the head and body, relay the response back,
+//! and loop for the next request while both sides allow keep-alive.
+//!
+//! Runs as a task on its worker's runtime. Everything the hot path needs is owned by
+//! the task (buffers are reused across requests) or by its `Worker` (pools, cursors,
+//! health); nothing here takes a lock or touches another core's memory.
+
+use crate::balance::Tried;
+use crate::body::{Relay, RelayError};
+use crate::buf::{write_vec, Buf, Fill};
+use crate::bus::Update;
+use crate::config::{Config, ServerId, Upstream, UpstreamId};
+use crate::error::{write_error_response, ProxyError};
+use crate::http::request::{self, Limits};
+use crate::http::response::{self, MAX_RESPONSE_HEAD};
+use crate::http::rewrite::{write_client_response, write_upstream_request, Peer};
+use crate::http::{Framing, Version};
+use crate::pool::UpConn;
+use crate::warn;
+use crate::worker::Worker;
+use monoio::net::TcpStream;
+use monoio::time::{timeout, timeout_at};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// Header slots on the stack per parse; `server.max_headers` is capped to this.
+pub const MAX_HEADER_SLOTS: usize = 512;
+/// Initial client buffer: most request heads fit, and idle connections stay small.
+const CLIENT_BUF: usize = 4096;
+/// Upstream read buffer: large enough to move big bodies in few reads.
+const UPSTREAM_BUF: usize = 64 * 1024;
+/// Bodies up to this size that are already buffered travel in the same write as the head.
+const COALESCE_MAX: usize = 16 * 1024;
+
+/// What the request head said, kept after the buffer borrow ends.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    len: usize,
+    body: Framing,
+    keep_alive: bool,
+    version: Version,
+    expect_continue: bool,
+    is_head: bool,
+    route: Option<UpstreamId>,
+}
+
+/// What the response head said.
+#[derive(Debug, Clone, Copy)]
+struct RespHead {
+    len: usize,
+    input: Framing,
+    output: Framing,
+    reusable: bool,
+    close_client: bool,
+}
+
+/// How one exchange ended, for the keep-alive decision.
+enum Outcome {
+    /// The exchange completed; keep the client connection if this is true.
+    Done { keep_alive: bool },
+    /// Answer with this error. `drained`: the request body was fully read, so the
+    /// connection is still at a request boundary and may be kept.
+    Error { err: ProxyError, drained: bool },
+}
+
+/// Why waiting for a response head failed.
+enum HeadError {
+    /// A pooled connection closed before sending a byte: safe to retry on a fresh one.
+    DeadReused,
+    /// Anything else, answered to the client.
+    Proxy(ProxyError),
+}
+
+/// Serves one client connection until it closes or must be closed.
+pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
+    let peer = Peer::new(peer);
+    let mut cbuf = Buf::with_capacity(CLIENT_BUF);
+    let mut out = Vec::with_capacity(CLIENT_BUF);
+    let config = worker.config.clone();
+    let limits = Limits {
+        max_header_bytes: config.server.max_header_bytes,
+        max_headers: config.server.max_headers.min(MAX_HEADER_SLOTS),
+        max_request_line: config.server.max_request_line,
+    };
+    let mut first = true;
+    loop {
+        let head = match read_head(
+            &config,
+            &limits,
+            &mut client,
+            &mut cbuf,
+            &mut out,
+            &peer,
+            first,
+        )
+        .await
+        {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(e) => {
+                respond_error(&mut client, &mut out, e, None, true).await;
+                return;
+            }
+        };
+        first = false;
+        let Some(upstream) = head.route else {
+            // The body (if any) is unread: only a bodiless request keeps the connection.
+            let keep = head.body == Framing::None && head.keep_alive;
+            cbuf.consume(head.len);
+            respond_error(&mut client, &mut out, ProxyError::NoRoute, None, !keep).await;
+            if keep {
+                continue;
+            }
+            return;
+        };
+        match exchange(
+            &worker,
+            &config,
+            upstream,
+            &head,
+            &mut client,
+            &mut cbuf,
+            &mut out,
+        )
+        .await
+        {
+            Outcome::Done { keep_alive: true } => {}
+            Outcome::Done { keep_alive: false } => return,
+            Outcome::Error { err, drained } => {
+                let keep = drained && head.keep_alive;
+                let name = &config.upstreams[upstream].name;
+                respond_error(&mut client, &mut out, err, Some(name), !keep).await;
+                if !keep {
+                    return;
+                }
+            }
+        }
+        // An idle connection should not pin a buffer that grew for one big head.
+        cbuf.shrink_idle(CLIENT_BUF);
+    }
+}
+
+/// Waits for a complete request head and prepares the upstream head in `out`.
+///
+/// `Ok(None)`: the client closed or idled out between requests (nothing to answer).
+async fn read_head(
+    config: &Config,
+    limits: &Limits,
+    client: &mut TcpStream,
+    cbuf: &mut Buf,
+    out: &mut Vec<u8>,
+    peer: &Peer,
+    first: bool,
+) -> Result<Option<Head>, ProxyError> {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if !cbuf.is_empty() {
+            if let Some(head) = prepare(config, limits, cbuf.data(), peer, out)? {
+                return Ok(Some(head));
+            }
+        }
+        let fill = match deadline {
+            // Waiting for the first byte of a request: the idle (keep-alive) timeout,
+            // or the header timeout on a brand-new connection.
+            None if cbuf.is_empty() => {
+                let idle = if first {
+                    config.server.header_timeout
+                } else {
+                    config.server.keepalive_timeout
+                };
+                match timeout(idle, cbuf.fill(client, limits.max_header_bytes)).await {
+                    Ok(r) => r,
+                    Err(_) => return Ok(None),
+                }
+            }
+            _ => {
+                let at =
+                    *deadline.get_or_insert_with(|| Instant::now() + config.server.header_timeout);
+                match timeout_at(at.into(), cbuf.fill(client, limits.max_header_bytes)).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(ProxyError::RequestTimeout),
+                }
+            }
+        };
+        match fill {
+            Ok(Fill::Read(_)) => {
+                if deadline.is_none() {
+                    deadline = Some(Instant::now() + config.server.header_timeout);
+                }
+            }
+            Ok(Fill::Eof) if cbuf.is_empty() => return Ok(None),
+            Ok(Fill::Eof) => return Err(ProxyError::BadRequest("connection closed mid-head")),
+            Ok(Fill::Full) => return Err(ProxyError::HeadersTooLarge("request head too large")),
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
+/// Parses the head in `data` (synchronously, borrowing it) and writes the upstream
+/// request head into `out`. `Ok(None)`: incomplete, read more.
+fn prepare(
+    config: &Config,
+    limits: &Limits,
+    data: &[u8],
+    peer: &Peer,
+    out: &mut Vec<u8>,
+) -> Result<Option<Head>, ProxyError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_SLOTS];
+    let Some(req) = request::parse(data, &mut slots, limits)? else {
+        return Ok(None);
+    };
+    let route = config
+        .routes
+        .iter()
+        .find(|r| path_has_prefix(req.path(), &r.path_prefix))
+        .map(|r| r.upstream);
+    out.clear();
+    if route.is_some() {
+        write_upstream_request(out, &req, peer, req.body);
+    }
+    Ok(Some(Head {
+        len: req.head_len,
+        body: req.body,
+        keep_alive: req.keep_alive,
+        version: req.version,
+        expect_continue: req.expect_continue,
+        is_head: req.is_head(),
+        route,
+    }))
+}
+
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    path.starts_with(prefix) || (path == "*" && prefix == "/")
+}
+
+/// Forwards one request to `upstream` and relays the response.
+async fn exchange(
+    worker: &Worker,
+    config: &Config,
+    upstream: UpstreamId,
+    head: &Head,
+    client: &mut TcpStream,
+    cbuf: &mut Buf,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    let group = &config.upstreams[upstream];
+    // A body that is already entirely buffered can be re-sent if a pooled connection
+    // turns out dead; a streamed one cannot.
+    let buffered_body = match head.body {
+        Framing::None => Some(0),
+        Framing::Length(n) => usize::try_from(n)
+            .ok()
+            .filter(|&n| cbuf.len() - head.len >= n),
+        Framing::Chunked | Framing::Close => None,
+    };
+    let coalesced = buffered_body.is_some_and(|n| n <= COALESCE_MAX);
+    if let (true, Some(n)) = (coalesced, buffered_body) {
+        out.extend_from_slice(&cbuf.data()[head.len..head.len + n]);
+    }
+
+    let mut tried = Tried::default();
+    let mut retried_fresh = false;
+    let mut fresh_for: Option<ServerId> = None;
+    let (mut up, resp) = loop {
+        let mut conn = match acquire(
+            worker,
+            group,
+            upstream,
+            &mut tried,
+            fresh_for.take(),
+            buffered_body.is_some(),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(err) => return error_before_body(err, head, cbuf, buffered_body),
+        };
+        let mut sent = send_keep(&mut conn.stream, out).await;
+        if let (Ok(()), false, Some(n)) = (&sent, coalesced, buffered_body) {
+            // Written from the client buffer without consuming it, so a retry can resend.
+            sent = cbuf.write_range(&mut conn.stream, head.len, n).await;
+        }
+        if sent.is_err() {
+            if conn.reused && !retried_fresh {
+                retried_fresh = true;
+                fresh_for = Some(conn.server);
+                continue;
+            }
+            return error_before_body(ProxyError::UpstreamClosed, head, cbuf, buffered_body);
+        }
+
+        if let Some(n) = buffered_body {
+            match read_response_head(group, head, &mut conn, out).await {
+                Ok(r) => {
+                    cbuf.consume(head.len + n);
+                    break (conn, r);
+                }
+                Err(HeadError::DeadReused) if !retried_fresh => {
+                    // No byte arrived, so `out` still holds the request: resend it fresh.
+                    retried_fresh = true;
+                    fresh_for = Some(conn.server);
+                    continue;
+                }
+                Err(HeadError::DeadReused) => {
+                    return error_before_body(
+                        ProxyError::UpstreamClosed,
+                        head,
+                        cbuf,
+                        buffered_body,
+                    );
+                }
+                Err(HeadError::Proxy(err)) => {
+                    return error_before_body(err, head, cbuf, buffered_body)
+                }
+            }
+        }
+
+        // Streamed body: answer 100-continue, relay the body, then read the response.
+        cbuf.consume(head.len);
+        if head.expect_continue && cbuf.is_empty() {
+            out.clear();
+            out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            if write_vec(client, out).await.is_err() {
+                return Outcome::Done { keep_alive: false };
+            }
+        }
+        out.clear();
+        let mut relay = Relay {
+            src: &mut *client,
+            buf: &mut *cbuf,
+            dst: &mut conn.stream,
+            out: &mut *out,
+            read_timeout: config.server.body_timeout,
+            write_timeout: group.read_timeout,
+            max_buf: config.server.max_header_bytes.max(CLIENT_BUF),
+        };
+        match relay.run(head.body, head.body).await {
+            Ok(()) => {}
+            Err(RelayError::Framing(_)) => {
+                return Outcome::Error {
+                    err: ProxyError::BadRequest("invalid chunked body"),
+                    drained: false,
+                };
+            }
+            Err(RelayError::Write(_) | RelayError::WriteTimeout) => {
+                return Outcome::Error {
+                    err: ProxyError::UpstreamClosed,
+                    drained: false,
+                };
+            }
+            // The client vanished or stalled mid-body: nothing to answer.
+            Err(_) => return Outcome::Done { keep_alive: false },
+        }
+        match read_response_head(group, head, &mut conn, out).await {
+            Ok(r) => break (conn, r),
+            Err(HeadError::DeadReused) => {
+                return Outcome::Error {
+                    err: ProxyError::UpstreamClosed,
+                    drained: true,
+                }
+            }
+            Err(HeadError::Proxy(err)) => return Outcome::Error { err, drained: true },
+        }
+    };
+    worker.health.record_success(up.server);
+
+    // `out` holds the client response head, plus the body when it was small and complete.
+    if !matches!(
+        timeout(config.server.body_timeout, write_vec(client, out)).await,
+        Ok(Ok(()))
+    ) {
+        return Outcome::Done { keep_alive: false };
+    }
+    let mut relay = Relay {
+        src: &mut up.stream,
+        buf: &mut up.buf,
+        dst: &mut *client,
+        out: &mut *out,
+        read_timeout: group.read_timeout,
+        write_timeout: config.server.body_timeout,
+        max_buf: UPSTREAM_BUF,
+    };
+    if relay.run(resp.input, resp.output).await.is_err() {
+        // A truncated body must never be followed by another response on this connection.
+        return Outcome::Done { keep_alive: false };
+    }
+    if resp.reusable && up.buf.is_empty() {
+        worker.pool.put(up, worker.now.get(), group.keepalive);
+    }
+    Outcome::Done {
+        keep_alive: head.keep_alive && !resp.close_client,
+    }
+}
+
+/// An error answered before the request body was relayed: a fully buffered body is
+/// consumed (the connection stays at a request boundary), a streamed one forces close.
+fn error_before_body(
+    err: ProxyError,
+    head: &Head,
+    cbuf: &mut Buf,
+    buffered_body: Option<usize>,
+) -> Outcome {
+    match buffered_body {
+        Some(n) => {
+            cbuf.consume(head.len + n);
+            Outcome::Error { err, drained: true }
+        }
+        None => Outcome::Error {
+            err,
+            drained: false,
+        },
+    }
+}
+
+/// Finds a connection for this request: a fresh one to `fresh_for` (retrying after a
+/// dead pooled connection), else the balancer's pick, pooled or newly connected,
+/// failing over to the group's other servers on connect errors.
+async fn acquire(
+    worker: &Worker,
+    group: &Upstream,
+    upstream: UpstreamId,
+    tried: &mut Tried,
+    fresh_for: Option<ServerId>,
+    replayable: bool,
+) -> Result<UpConn, ProxyError> {
+    let mut last_err = None;
+    if let Some(server) = fresh_for {
+        match connect(worker, group, server).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    loop {
+        let now = worker.now.get();
+        let Some((pos, server)) = worker
+            .balancer
+            .pick(upstream, group, *tried, |id| worker.health.is_up(id, now))
+        else {
+            return Err(last_err.unwrap_or(ProxyError::NoServerAvailable));
+        };
+        tried.add(pos);
+        if let Some(conn) = worker.pool.take(server, now, group.keepalive_timeout) {
+            // A streamed body cannot be replayed, so check a pooled socket first
+            // (one cheap syscall) instead of discovering it dead mid-body.
+            if replayable || looks_alive(&conn.stream) {
+                return Ok(conn);
+            }
+        }
+        match connect(worker, group, server).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last_err = Some(e),
+        }
+    }
+}
+
+/// Opens a new connection to `server`, recording a failure (and maybe a mark-down).
+async fn connect(
+    worker: &Worker,
+    group: &Upstream,
+    server: ServerId,
+) -> Result<UpConn, ProxyError> {
+    let addr = worker.config.servers[server].addr;
+    let err = match timeout(group.connect_timeout, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            return Ok(UpConn {
+                stream,
+                buf: Buf::with_capacity(UPSTREAM_BUF),
+                server,
+                reused: false,
+            });
+        }
+        Ok(Err(_)) => ProxyError::ConnectFailed,
+        Err(_) => ProxyError::ConnectTimeout,
+    };
+    if worker.health.record_failure(server, group.max_fails) {
+        let until = worker.now.get() + group.fail_timeout;
+        worker.health.mark_down(server, until);
+        worker.bus.broadcast(Update::ServerDown { server, until });
+        warn!(
+            "upstream `{}` server {addr} marked down for {:?}: {} (after {} consecutive failure(s))",
+            group.name, group.fail_timeout, err, group.max_fails
+        );
+    }
+    Err(err)
+}
+
+/// True unless a non-blocking peek shows the upstream closed (or reset) the socket.
+fn looks_alive(stream: &TcpStream) -> bool {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let sock = socket2::SockRef::from(&fd);
+    let mut byte = [MaybeUninit::uninit(); 1];
+    match sock.peek(&mut byte) {
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        // Data on an idle connection is a protocol error; EOF means closed.
+        Ok(_) => false,
+    }
+}
+
+/// Writes `out` without clearing it, so the same request can be resent.
+async fn send_keep(stream: &mut TcpStream, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let vec = std::mem::take(out);
+    let (res, vec) = monoio::io::AsyncWriteRentExt::write_all(stream, vec).await;
+    *out = vec;
+    res.map(|_| ())
+}
+
+/// Reads the upstream's response head (skipping interim 1xx) within
+/// `response_header_timeout`, and writes the client's response head into `out`.
+async fn read_response_head(
+    group: &Upstream,
+    head: &Head,
+    conn: &mut UpConn,
+    out: &mut Vec<u8>,
+) -> Result<RespHead, HeadError> {
+    let read = async {
+        let mut got_bytes = false;
+        loop {
+            if !conn.buf.is_empty() {
+                match prepare_response(conn.buf.data(), head, out) {
+                    Ok(Some(Parsed::Interim(len))) => {
+                        conn.buf.consume(len);
+                        continue;
+                    }
+                    Ok(Some(Parsed::Final(mut r))) => {
+                        conn.buf.consume(r.len);
+                        if let Framing::Length(n) = r.input {
+                            if let Ok(n) = usize::try_from(n) {
+                                if n <= COALESCE_MAX && conn.buf.len() >= n {
+                                    out.extend_from_slice(&conn.buf.data()[..n]);
+                                    conn.buf.consume(n);
+                                    r.input = Framing::None;
+                                }
+                            }
+                        }
+                        return Ok(r);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(HeadError::Proxy(e)),
+                }
+            }
+            match conn.buf.fill(&mut conn.stream, MAX_RESPONSE_HEAD).await {
+                Ok(Fill::Read(_)) => got_bytes = true,
+                Ok(Fill::Eof) | Err(_) if conn.reused && !got_bytes => {
+                    return Err(HeadError::DeadReused)
+                }
+                Ok(Fill::Eof) | Err(_) => return Err(HeadError::Proxy(ProxyError::UpstreamClosed)),
+                Ok(Fill::Full) => {
+                    return Err(HeadError::Proxy(ProxyError::BadResponse(
+                        "response head too large",
+                    )))
+                }
+            }
+        }
+    };
+    match timeout(group.response_header_timeout, read).await {
+        Ok(r) => r,
+        Err(_) => Err(HeadError::Proxy(ProxyError::ResponseTimeout)),
+    }
+}
+
+enum Parsed {
+    Interim(usize),
+    Final(RespHead),
+}
+
+/// Parses the response head in `data` and writes the client's head into `out`.
+fn prepare_response(
+    data: &[u8],
+    head: &Head,
+    out: &mut Vec<u8>,
+) -> Result<Option<Parsed>, ProxyError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_SLOTS];
+    let Some(resp) = response::parse(data, &mut slots, head.is_head)? else {
+        return Ok(None);
+    };
+    if resp.is_interim() {
+        // We answered `100-continue` ourselves; other 1xx carry nothing we forward.
+        return Ok(Some(Parsed::Interim(resp.head_len)));
+    }
+    if resp.status == 101 {
+        // We never forward Upgrade, so a 101 is a protocol violation.
+        return Err(ProxyError::BadResponse(
+            "unexpected 101 Switching Protocols",
+        ));
+    }
+    let output = match resp.body {
+        Framing::None => Framing::None,
+        Framing::Length(n) => Framing::Length(n),
+        Framing::Chunked | Framing::Close if head.version == Version::Http11 => Framing::Chunked,
+        Framing::Chunked | Framing::Close => Framing::Close,
+    };
+    let close_client = !head.keep_alive || output == Framing::Close;
+    out.clear();
+    write_client_response(out, &resp, output, head.version, close_client);
+    Ok(Some(Parsed::Final(RespHead {
+        len: resp.head_len,
+        input: resp.body,
+        output,
+        reusable: resp.reusable,
+        close_client,
+    })))
+}
+
+/// Sends a proxy-made error response; gives up quietly if the client does not read it.
+async fn respond_error(
+    client: &mut TcpStream,
+    out: &mut Vec<u8>,
+    err: ProxyError,
+    upstream: Option<&str>,
+    close: bool,
+) {
+    out.clear();
+    write_error_response(out, err, upstream, close);
+    let _ = timeout(std::time::Duration::from_secs(10), write_vec(client, out)).await;
+}

@@ -1,0 +1,187 @@
+//! One worker: a pinned thread running its own monoio runtime, accepting on its own
+//! SO_REUSEPORT listeners and serving connections with the proxy.
+//!
+//! Everything a worker owns is `!Send` (`Rc`, `Cell`, `RefCell`); only the
+//! `Arc<Config>`, its listeners (moved in once) and bus updates cross threads.
+
+use crate::balance::Balancer;
+use crate::bus::{Bus, Inbox, Update};
+use crate::config::Config;
+use crate::health::Health;
+use crate::pool::Pool;
+use crate::{error, info, proxy, warn};
+use monoio::net::TcpListener;
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// How often a worker drains its inbox and refreshes its coarse clock.
+const TICK: Duration = Duration::from_millis(50);
+/// Idle upstream connections are swept every this many ticks.
+const SWEEP_EVERY: u32 = 20;
+
+/// The I/O driver a worker ended up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// Linux io_uring (the fast path).
+    IoUring,
+    /// epoll, when io_uring is unavailable (old kernel, seccomp).
+    Legacy,
+}
+
+/// State shared by every connection task of one worker.
+#[derive(Debug)]
+pub struct Worker {
+    /// Worker index, 0-based.
+    pub id: usize,
+    /// The running configuration.
+    pub config: Arc<Config>,
+    /// Broadcast to every worker (mark-downs).
+    pub bus: Bus,
+    /// Which servers may be picked.
+    pub health: Health,
+    /// Round-robin cursors.
+    pub balancer: Balancer,
+    /// Idle upstream connections.
+    pub pool: Pool,
+    /// Coarse clock, refreshed every tick: pool ages and mark-downs need no better.
+    pub now: Cell<Instant>,
+}
+
+/// Everything a worker thread needs to start.
+pub struct Startup {
+    /// Worker index.
+    pub id: usize,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// This worker's listeners, one per listen address, already bound.
+    pub listeners: Vec<std::net::TcpListener>,
+    /// This worker's end of the bus.
+    pub inbox: Inbox,
+    /// The whole bus, to broadcast from.
+    pub bus: Bus,
+    /// Told which driver runs once the runtime is up (or the error if none could start).
+    pub ready: mpsc::Sender<Result<Driver, String>>,
+}
+
+/// Runs a worker on the current thread until shutdown.
+pub fn run(start: Startup) {
+    let forced_legacy = std::env::var("RINGWAY_DRIVER").is_ok_and(|v| v == "legacy");
+    if !forced_legacy && monoio::utils::detect_uring() {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(4096)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => {
+                let _ = start.ready.send(Ok(Driver::IoUring));
+                rt.block_on(serve(start));
+                return;
+            }
+            Err(e) => warn!("io_uring runtime failed to start ({e}); falling back to epoll"),
+        }
+    } else if !forced_legacy {
+        warn!("io_uring is unavailable here (old kernel or blocked by seccomp); using the slower epoll driver");
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+    {
+        Ok(mut rt) => {
+            let _ = start.ready.send(Ok(Driver::Legacy));
+            rt.block_on(serve(start));
+        }
+        Err(e) => {
+            let _ = start
+                .ready
+                .send(Err(format!("cannot start any runtime: {e}")));
+        }
+    }
+}
+
+async fn serve(start: Startup) {
+    let Startup {
+        id,
+        config,
+        listeners,
+        inbox,
+        bus,
+        ..
+    } = start;
+    let worker = Rc::new(Worker {
+        id,
+        health: Health::new(&config),
+        balancer: Balancer::new(&config, id),
+        pool: Pool::new(config.servers.len()),
+        now: Cell::new(Instant::now()),
+        config,
+        bus,
+    });
+    for listener in listeners {
+        match TcpListener::from_std(listener) {
+            Ok(l) => {
+                monoio::spawn(accept_loop(worker.clone(), l));
+            }
+            Err(e) => {
+                error!("worker {id}: cannot register listener: {e}");
+                return;
+            }
+        }
+    }
+    let mut ticks: u32 = 0;
+    loop {
+        monoio::time::sleep(TICK).await;
+        let now = Instant::now();
+        worker.now.set(now);
+        while let Some(update) = inbox.try_next() {
+            match update {
+                Update::ServerDown { server, until } => worker.health.mark_down(server, until),
+                Update::Shutdown => return,
+            }
+        }
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(SWEEP_EVERY) {
+            let cfg = &worker.config;
+            worker.pool.sweep(now, |s| {
+                cfg.upstreams[cfg.servers[s].upstream].keepalive_timeout
+            });
+        }
+    }
+}
+
+async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
+    let mut last_error: Option<std::io::ErrorKind> = None;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                last_error = None;
+                // Small responses must not wait for Nagle's algorithm.
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(proxy::serve(worker.clone(), stream, peer));
+            }
+            Err(e) => {
+                // EMFILE and friends: log once per streak, back off so we do not spin.
+                if last_error != Some(e.kind()) {
+                    warn!("accept failed: {e}");
+                    last_error = Some(e.kind());
+                }
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Logs which driver each worker uses; called once all have reported.
+pub fn log_drivers(drivers: &[Driver]) {
+    let uring = drivers.iter().filter(|d| **d == Driver::IoUring).count();
+    if uring == drivers.len() {
+        info!("{} workers on the io_uring driver", drivers.len());
+    } else {
+        warn!(
+            "{} of {} workers on the legacy epoll driver (io_uring unavailable)",
+            drivers.len() - uring,
+            drivers.len()
+        );
+    }
+}
