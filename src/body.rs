@@ -177,3 +177,149 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monoio::buf::{IoBuf, IoVecBuf};
+    use monoio::BufResult;
+
+    /// A source that hands out at most `step` bytes per read, like a slow peer.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl AsyncReadRent for Trickle<'_> {
+        async fn read<T: monoio::buf::IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+            let mut part = &self.data[..self.step.min(self.data.len())];
+            let (res, buf) = part.read(buf).await;
+            if let Ok(n) = res {
+                self.data = &self.data[n..];
+            }
+            (res, buf)
+        }
+
+        async fn readv<T: monoio::buf::IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+            (Err(io::Error::other("readv unused")), buf)
+        }
+    }
+
+    /// A sink collecting everything written.
+    #[derive(Default)]
+    struct Sink(Vec<u8>);
+
+    impl AsyncWriteRent for Sink {
+        async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+            // SAFETY: an IoBuf guarantees `bytes_init` readable bytes at `read_ptr`.
+            let bytes = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+            self.0.extend_from_slice(bytes);
+            (Ok(bytes.len()), buf)
+        }
+
+        async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+            (Err(io::Error::other("writev unused")), buf)
+        }
+
+        async fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+
+        async fn shutdown(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn relay(
+        input: &[u8],
+        step: usize,
+        from: Framing,
+        to: Framing,
+    ) -> (Result<(), RelayError>, Vec<u8>, Vec<u8>) {
+        let mut src = Trickle { data: input, step };
+        let mut buf = Buf::with_capacity(64);
+        let mut sink = Sink::default();
+        let mut out = Vec::new();
+        let mut r = Relay {
+            src: &mut src,
+            buf: &mut buf,
+            dst: &mut sink,
+            out: &mut out,
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            max_buf: 4096,
+        };
+        let res = r.run(from, to).await;
+        (res, sink.0, buf.data().to_vec())
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn length_bodies_pass_through_and_leave_the_next_message() {
+        for step in [1, 3, 100] {
+            let (res, got, left) = relay(
+                b"hello worldNEXT",
+                step,
+                Framing::Length(11),
+                Framing::Length(11),
+            )
+            .await;
+            res.unwrap();
+            assert_eq!(got, b"hello world");
+            assert!(b"NEXT".starts_with(&left), "step {step}: left {left:?}");
+        }
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn chunked_bodies_are_reframed_or_decoded() {
+        let input = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n";
+        for step in [1, 2, 7, 1000] {
+            let (res, got, _) = relay(input, step, Framing::Chunked, Framing::Chunked).await;
+            res.unwrap();
+            let mut dec = Vec::new();
+            let mut d = crate::http::chunked::ChunkedDecoder::new();
+            let mut rest = &got[..];
+            loop {
+                match d.decode(rest).unwrap() {
+                    Step::Data { start, end } => {
+                        dec.extend_from_slice(&rest[start..end]);
+                        rest = &rest[end..];
+                    }
+                    Step::Done { consumed } => {
+                        assert_eq!(consumed, rest.len(), "nothing after the last chunk");
+                        break;
+                    }
+                    Step::NeedMore { .. } => panic!("re-framed output is incomplete"),
+                }
+            }
+            assert_eq!(dec, b"hello world", "step {step}");
+            assert!(
+                !got.windows(3).any(|w| w == b"ext"),
+                "extensions are not forwarded"
+            );
+            assert!(
+                !got.windows(7).any(|w| w == b"Trailer"),
+                "trailers are not forwarded"
+            );
+            let (res, got, _) = relay(input, step, Framing::Chunked, Framing::Close).await;
+            res.unwrap();
+            assert_eq!(got, b"hello world");
+        }
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn close_delimited_bodies_become_chunked_for_http11() {
+        let (res, got, _) = relay(b"abc", 2, Framing::Close, Framing::Chunked).await;
+        res.unwrap();
+        assert_eq!(got, b"2\r\nab\r\n1\r\nc\r\n0\r\n\r\n");
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn truncated_and_malformed_bodies_are_errors() {
+        let (res, _, _) = relay(b"hello", 2, Framing::Length(10), Framing::Length(10)).await;
+        assert!(matches!(res, Err(RelayError::Eof)));
+        let (res, _, _) = relay(b"5\r\nhel", 2, Framing::Chunked, Framing::Chunked).await;
+        assert!(matches!(res, Err(RelayError::Eof)));
+        let (res, _, _) = relay(b"zz\r\n", 2, Framing::Chunked, Framing::Chunked).await;
+        assert!(matches!(res, Err(RelayError::Framing(_))));
+    }
+}

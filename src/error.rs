@@ -124,12 +124,14 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 /// Writes a complete plain-text error response into `out`.
 ///
-/// `upstream` names the group for upstream faults so operators can tell which one failed.
+/// `upstream` names the group for upstream faults so operators can tell which one failed;
+/// `is_head` omits the body (a HEAD response has none) but keeps its length.
 pub fn write_error_response(
     out: &mut Vec<u8>,
     err: ProxyError,
     upstream: Option<&str>,
     close: bool,
+    is_head: bool,
 ) {
     use std::io::Write;
     let status = err.status();
@@ -141,10 +143,11 @@ pub fn write_error_response(
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nvia: 1.1 ringway\r\n{}\r\n{body}",
+        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nvia: 1.1 ringway\r\n{}\r\n{}",
         reason_phrase(status),
         body.len(),
         if close { "connection: close\r\n" } else { "" },
+        if is_head { "" } else { &body },
     );
 }
 
@@ -165,7 +168,13 @@ mod tests {
     #[test]
     fn error_responses_are_complete_and_framed() {
         let mut out = Vec::new();
-        write_error_response(&mut out, ProxyError::ConnectFailed, Some("web"), true);
+        write_error_response(
+            &mut out,
+            ProxyError::ConnectFailed,
+            Some("web"),
+            true,
+            false,
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
         assert!(text.contains("connection: close\r\n"));

@@ -101,20 +101,30 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
             Ok(Some(h)) => h,
             Ok(None) => return,
             Err(e) => {
-                respond_error(&mut client, &mut out, e, None, true).await;
-                return;
+                respond_error(&mut client, &mut out, e, None, true, false).await;
+                return linger_close(client, &mut cbuf).await;
             }
         };
         first = false;
         let Some(upstream) = head.route else {
             // The body (if any) is unread: only a bodiless request keeps the connection.
             let keep = head.body == Framing::None && head.keep_alive;
-            cbuf.consume(head.len);
-            respond_error(&mut client, &mut out, ProxyError::NoRoute, None, !keep).await;
+            if keep {
+                cbuf.consume(head.len);
+            }
+            respond_error(
+                &mut client,
+                &mut out,
+                ProxyError::NoRoute,
+                None,
+                !keep,
+                head.is_head,
+            )
+            .await;
             if keep {
                 continue;
             }
-            return;
+            return linger_close(client, &mut cbuf).await;
         };
         match exchange(
             &worker,
@@ -132,15 +142,42 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
             Outcome::Error { err, drained } => {
                 let keep = drained && head.keep_alive;
                 let name = &config.upstreams[upstream].name;
-                respond_error(&mut client, &mut out, err, Some(name), !keep).await;
+                respond_error(&mut client, &mut out, err, Some(name), !keep, head.is_head).await;
                 if !keep {
-                    return;
+                    return linger_close(client, &mut cbuf).await;
                 }
             }
         }
         // An idle connection should not pin a buffer that grew for one big head.
         cbuf.shrink_idle(CLIENT_BUF);
     }
+}
+
+/// Closes a connection that may still have unread request bytes in flight.
+///
+/// Closing a socket with unread data makes the kernel send RST, which can destroy the
+/// error response before the client reads it; so shut down our side first and drain
+/// what the client still sends, for a bounded time and size (nginx's lingering close).
+async fn linger_close(mut client: TcpStream, cbuf: &mut Buf) {
+    const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+    const MAX_DRAIN: usize = 1 << 20;
+    if monoio::io::AsyncWriteRent::shutdown(&mut client)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let drain = async {
+        let mut drained = 0;
+        while drained < MAX_DRAIN {
+            cbuf.consume(cbuf.len());
+            match cbuf.fill(&mut client, CLIENT_BUF).await {
+                Ok(Fill::Read(n)) => drained += n,
+                _ => break,
+            }
+        }
+    };
+    let _ = timeout(LINGER, drain).await;
 }
 
 /// Waits for a complete request head and prepares the upstream head in `out`.
@@ -614,8 +651,9 @@ async fn respond_error(
     err: ProxyError,
     upstream: Option<&str>,
     close: bool,
+    is_head: bool,
 ) {
     out.clear();
-    write_error_response(out, err, upstream, close);
+    write_error_response(out, err, upstream, close, is_head);
     let _ = timeout(std::time::Duration::from_secs(10), write_vec(client, out)).await;
 }
