@@ -15,6 +15,7 @@
 //! - [`http`]: HTTP/1.1 heads, framing, chunked coding and rewrites, without I/O.
 //! - [`body`]: streams bodies between connections by their framing.
 //! - [`buf`]: the reusable per-connection read buffer and owned-buffer I/O.
+//! - [`route`]: which upstream group a request goes to.
 //! - [`balance`], [`pool`], [`health`]: per-worker picking, keep-alive pools, passive health.
 //! - [`bus`]: broadcast of updates to every worker.
 //! - [`backend`]: the built-in demo origin server.
@@ -34,5 +35,6 @@ pub mod http;
 pub mod log;
 pub mod pool;
 pub mod proxy;
+pub mod route;
 pub mod server;
 pub mod worker;

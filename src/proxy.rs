@@ -17,6 +17,7 @@ use crate::http::response::{self, MAX_RESPONSE_HEAD};
 use crate::http::rewrite::{write_client_response, write_upstream_request, Peer};
 use crate::http::{Framing, Version};
 use crate::pool::UpConn;
+use crate::route::Router;
 use crate::warn;
 use crate::worker::Worker;
 use monoio::net::TcpStream;
@@ -88,7 +89,7 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
     let mut first = true;
     loop {
         let head = match read_head(
-            &config,
+            &worker,
             &limits,
             &mut client,
             &mut cbuf,
@@ -184,7 +185,7 @@ async fn linger_close(mut client: TcpStream, cbuf: &mut Buf) {
 ///
 /// `Ok(None)`: the client closed or idled out between requests (nothing to answer).
 async fn read_head(
-    config: &Config,
+    worker: &Worker,
     limits: &Limits,
     client: &mut TcpStream,
     cbuf: &mut Buf,
@@ -192,10 +193,11 @@ async fn read_head(
     peer: &Peer,
     first: bool,
 ) -> Result<Option<Head>, ProxyError> {
+    let config = &*worker.config;
     let mut deadline: Option<Instant> = None;
     loop {
         if !cbuf.is_empty() {
-            if let Some(head) = prepare(config, limits, cbuf.data(), peer, out)? {
+            if let Some(head) = prepare(&worker.router, limits, cbuf.data(), peer, out)? {
                 return Ok(Some(head));
             }
         }
@@ -239,7 +241,7 @@ async fn read_head(
 /// Parses the head in `data` (synchronously, borrowing it) and writes the upstream
 /// request head into `out`. `Ok(None)`: incomplete, read more.
 fn prepare(
-    config: &Config,
+    router: &Router,
     limits: &Limits,
     data: &[u8],
     peer: &Peer,
@@ -249,11 +251,7 @@ fn prepare(
     let Some(req) = request::parse(data, &mut slots, limits)? else {
         return Ok(None);
     };
-    let route = config
-        .routes
-        .iter()
-        .find(|r| path_has_prefix(req.path(), &r.path_prefix))
-        .map(|r| r.upstream);
+    let route = router.find(req.path());
     out.clear();
     if route.is_some() {
         write_upstream_request(out, &req, peer, req.body);
@@ -267,10 +265,6 @@ fn prepare(
         is_head: req.is_head(),
         route,
     }))
-}
-
-fn path_has_prefix(path: &str, prefix: &str) -> bool {
-    path.starts_with(prefix) || (path == "*" && prefix == "/")
 }
 
 /// Forwards one request to `upstream` and relays the response.

@@ -9,6 +9,7 @@ use crate::bus::{Bus, Inbox, Update};
 use crate::config::Config;
 use crate::health::Health;
 use crate::pool::Pool;
+use crate::route::Router;
 use crate::{error, info, proxy, warn};
 use monoio::net::TcpListener;
 use std::cell::Cell;
@@ -41,6 +42,8 @@ pub struct Worker {
     pub bus: Bus,
     /// Which servers may be picked.
     pub health: Health,
+    /// Which upstream group a request goes to.
+    pub router: Router,
     /// Round-robin cursors.
     pub balancer: Balancer,
     /// Idle upstream connections.
@@ -133,6 +136,7 @@ async fn serve(start: Startup) {
         id,
         health: Health::new(&config),
         balancer: Balancer::new(&config, id),
+        router: Router::new(&config),
         pool: Pool::new(config.servers.len()),
         now: Cell::new(Instant::now()),
         config,
