@@ -6,18 +6,17 @@
 //! the task (buffers are reused across requests) or by its `Worker` (pools, cursors,
 //! health); nothing here takes a lock or touches another core's memory.
 
-use crate::balance::Tried;
+use crate::balance::{hash_bytes, Balancer, Tried};
 use crate::body::{Relay, RelayError};
 use crate::buf::{write_vec, Buf, Fill};
 use crate::bus::Update;
-use crate::config::{Config, ServerId, Upstream, UpstreamId};
+use crate::config::{Balance, Config, HashKey, ServerId, Upstream, UpstreamId};
 use crate::error::{write_error_response, ProxyError};
-use crate::http::request::{self, Limits};
+use crate::http::request::{self, Limits, Request};
 use crate::http::response::{self, MAX_RESPONSE_HEAD};
 use crate::http::rewrite::{write_client_response, write_upstream_request, Peer};
 use crate::http::{Framing, Version};
 use crate::pool::UpConn;
-use crate::route::Router;
 use crate::warn;
 use crate::worker::Worker;
 use monoio::net::TcpStream;
@@ -46,6 +45,8 @@ struct Head {
     expect_continue: bool,
     is_head: bool,
     route: Option<UpstreamId>,
+    /// The request's key for `ip_hash` / `consistent_hash`, when its group uses one.
+    hash: Option<u64>,
 }
 
 /// What the response head said.
@@ -197,7 +198,7 @@ async fn read_head(
     let mut deadline: Option<Instant> = None;
     loop {
         if !cbuf.is_empty() {
-            if let Some(head) = prepare(&worker.router, limits, cbuf.data(), peer, out)? {
+            if let Some(head) = prepare(worker, limits, cbuf.data(), peer, out)? {
                 return Ok(Some(head));
             }
         }
@@ -241,7 +242,7 @@ async fn read_head(
 /// Parses the head in `data` (synchronously, borrowing it) and writes the upstream
 /// request head into `out`. `Ok(None)`: incomplete, read more.
 fn prepare(
-    router: &Router,
+    worker: &Worker,
     limits: &Limits,
     data: &[u8],
     peer: &Peer,
@@ -251,7 +252,8 @@ fn prepare(
     let Some(req) = request::parse(data, &mut slots, limits)? else {
         return Ok(None);
     };
-    let route = router.find(req.path());
+    let route = worker.router.find(req.path());
+    let hash = route.and_then(|u| request_hash(&worker.config.upstreams[u], &req, peer));
     out.clear();
     if route.is_some() {
         write_upstream_request(out, &req, peer, req.body);
@@ -264,7 +266,53 @@ fn prepare(
         expect_continue: req.expect_continue,
         is_head: req.is_head(),
         route,
+        hash,
     }))
+}
+
+/// The balancing key of a request for the hashing policies; `None` for the others, or
+/// when the key (header, cookie) is absent, which makes the balancer use round robin.
+fn request_hash(group: &Upstream, req: &Request<'_, '_>, peer: &Peer) -> Option<u64> {
+    let key = match (group.balance, &group.hash_key) {
+        (Balance::IpHash, _) | (_, Some(HashKey::RemoteAddr)) => peer.ip(),
+        (_, Some(HashKey::Uri)) => req.path().as_bytes(),
+        (_, Some(HashKey::Header(name))) => req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)?,
+        (_, Some(HashKey::Cookie(name))) => req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+            .flat_map(|h| h.value.split(|&b| b == b';'))
+            .find_map(|pair| {
+                let pair = crate::http::trim(pair);
+                let eq = pair.iter().position(|&b| b == b'=')?;
+                (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+            })?,
+        _ => return None,
+    };
+    Some(hash_bytes(key))
+}
+
+/// Counts a request against its server's in-flight total until dropped.
+struct InFlight<'a> {
+    balancer: &'a Balancer,
+    server: ServerId,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(balancer: &'a Balancer, server: ServerId) -> InFlight<'a> {
+        balancer.start(server);
+        InFlight { balancer, server }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.balancer.finish(self.server);
+    }
 }
 
 /// Forwards one request to `upstream` and relays the response.
@@ -295,6 +343,8 @@ async fn exchange(
     let mut tried = Tried::default();
     let mut retried_fresh = false;
     let mut fresh_for: Option<ServerId> = None;
+    let mut flight: Option<InFlight<'_>> = None;
+    let mut sent_at = None;
     let (mut up, resp) = loop {
         let mut conn = match acquire(
             worker,
@@ -303,12 +353,18 @@ async fn exchange(
             &mut tried,
             fresh_for.take(),
             buffered_body.is_some(),
+            head.hash,
         )
         .await
         {
             Ok(c) => c,
             Err(err) => return error_before_body(err, head, cbuf, buffered_body),
         };
+        // Replacing the guard ends the count for a server given up on.
+        flight.replace(InFlight::new(&worker.balancer, conn.server));
+        if group.balance == Balance::LeastTime {
+            sent_at = Some(Instant::now());
+        }
         let mut sent = send_keep(&mut conn.stream, out).await;
         if let (Ok(()), false, Some(n)) = (&sent, coalesced, buffered_body) {
             // Written from the client buffer without consuming it, so a retry can resend.
@@ -397,6 +453,11 @@ async fn exchange(
         }
     };
     worker.health.record_success(up.server);
+    if let Some(at) = sent_at {
+        worker
+            .balancer
+            .observe_latency(up.server, at.elapsed(), worker.now.get());
+    }
 
     // `out` holds the client response head, plus the body when it was small and complete.
     if !matches!(
@@ -456,6 +517,7 @@ async fn acquire(
     tried: &mut Tried,
     fresh_for: Option<ServerId>,
     replayable: bool,
+    hash: Option<u64>,
 ) -> Result<UpConn, ProxyError> {
     let mut last_err = None;
     if let Some(server) = fresh_for {
@@ -468,7 +530,9 @@ async fn acquire(
         let now = worker.now.get();
         let Some((pos, server)) = worker
             .balancer
-            .pick(upstream, group, *tried, |id| worker.health.is_up(id, now))
+            .pick(upstream, group, *tried, hash, now, |id| {
+                worker.health.is_up(id, now)
+            })
         else {
             return Err(last_err.unwrap_or(ProxyError::NoServerAvailable));
         };

@@ -54,11 +54,82 @@ pub struct ServerConfig {
     pub max_request_line: usize,
 }
 
-/// Balancing policies.
+/// Balancing policies (`balance = "..."`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
     /// Each worker walks the server list in turn, starting at its own offset.
     RoundRobin,
+    /// Smooth weighted round robin (nginx's algorithm): no bursts to the heavy server.
+    WeightedRoundRobin,
+    /// Weighted random.
+    Random,
+    /// Power of two random choices, the one with fewer in-flight requests wins.
+    P2c,
+    /// Fewest in-flight requests (per worker), relative to weight.
+    LeastConn,
+    /// Lowest decaying average of response-header latency, times in-flight requests.
+    LeastTime,
+    /// Hash of the client address: a client sticks to a server while it is up.
+    IpHash,
+    /// Ketama ring over `hash_key`: removing one of N servers remaps about 1/N of keys.
+    ConsistentHash,
+}
+
+impl Balance {
+    /// Every policy with its config name.
+    pub const ALL: [(&'static str, Balance); 8] = [
+        ("round_robin", Balance::RoundRobin),
+        ("weighted_round_robin", Balance::WeightedRoundRobin),
+        ("random", Balance::Random),
+        ("p2c", Balance::P2c),
+        ("least_conn", Balance::LeastConn),
+        ("least_time", Balance::LeastTime),
+        ("ip_hash", Balance::IpHash),
+        ("consistent_hash", Balance::ConsistentHash),
+    ];
+}
+
+/// What `consistent_hash` hashes (`hash_key = "..."`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// `$remote_addr`: the client's IP address.
+    RemoteAddr,
+    /// `$header_NAME`: a request header (underscores in NAME stand for dashes).
+    Header(String),
+    /// `$cookie_NAME`: one cookie from the Cookie header.
+    Cookie(String),
+    /// `$uri`: the request path, without the query.
+    Uri,
+}
+
+impl HashKey {
+    /// Parses a `hash_key` value.
+    pub fn parse(text: &str) -> Result<HashKey, String> {
+        let bad = || {
+            format!(
+                "unknown variable `{text}` (use $remote_addr, $uri, $header_NAME or $cookie_NAME)"
+            )
+        };
+        match text {
+            "$remote_addr" => Ok(HashKey::RemoteAddr),
+            "$uri" => Ok(HashKey::Uri),
+            _ => {
+                if let Some(name) = text.strip_prefix("$header_").filter(|n| !n.is_empty()) {
+                    if !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    {
+                        return Err(bad());
+                    }
+                    Ok(HashKey::Header(name.replace('_', "-").to_ascii_lowercase()))
+                } else if let Some(name) = text.strip_prefix("$cookie_").filter(|n| !n.is_empty()) {
+                    Ok(HashKey::Cookie(name.to_string()))
+                } else {
+                    Err(bad())
+                }
+            }
+        }
+    }
 }
 
 /// One upstream group, `[upstreams.NAME]`.
@@ -70,6 +141,8 @@ pub struct Upstream {
     pub servers: Vec<ServerId>,
     /// How a server is picked.
     pub balance: Balance,
+    /// What `consistent_hash` hashes (`None` for the other policies).
+    pub hash_key: Option<HashKey>,
     /// Time allowed to establish a TCP connection to a server.
     pub connect_timeout: Duration,
     /// Time allowed between sending the request and receiving the response head.
@@ -95,6 +168,10 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Relative weight (used by weighted policies).
     pub weight: u32,
+    /// Most concurrent requests to this server across the process (split per worker).
+    pub max_connections: Option<u32>,
+    /// Used only when no primary server of the group can take the request.
+    pub backup: bool,
 }
 
 /// One `[[routes]]` entry.
@@ -288,15 +365,29 @@ impl Validator<'_> {
         for (name, up) in raw.upstreams {
             let up = up.into_inner();
             let key = |k: &str| format!("upstreams.{name}.{k}");
-            let balance = match up.balance.get_ref().as_str() {
-                "round_robin" => Balance::RoundRobin,
-                other => {
+            let name_of = up.balance.get_ref().as_str();
+            let Some(&(_, balance)) = Balance::ALL.iter().find(|(n, _)| *n == name_of) else {
+                let known: Vec<&str> = Balance::ALL.iter().map(|(n, _)| *n).collect();
+                return self.err(
+                    up.balance.span(),
+                    key("balance"),
+                    format!("unknown policy `{name_of}` (known: {})", known.join(", ")),
+                );
+            };
+            let hash_key = match (&up.hash_key, balance) {
+                (Some(k), Balance::ConsistentHash) => match HashKey::parse(k.get_ref()) {
+                    Ok(h) => Some(h),
+                    Err(m) => return self.err(k.span(), key("hash_key"), m),
+                },
+                (None, Balance::ConsistentHash) => Some(HashKey::RemoteAddr),
+                (Some(k), _) => {
                     return self.err(
-                        up.balance.span(),
-                        key("balance"),
-                        format!("unknown policy `{other}` (known: round_robin)"),
-                    );
+                        k.span(),
+                        key("hash_key"),
+                        "is only used with balance = \"consistent_hash\"".into(),
+                    )
                 }
+                (None, _) => None,
             };
             let list_span = up.servers.span();
             let list = up.servers.into_inner();
@@ -311,9 +402,9 @@ impl Validator<'_> {
             let mut ids = Vec::new();
             for entry in list {
                 let span = entry.span();
-                let (addr, weight) = match entry.into_inner() {
-                    RawServerEntry::Addr(a) => (a, 1),
-                    RawServerEntry::Table(t) => (t.addr, t.weight),
+                let (addr, weight, max_connections, backup) = match entry.into_inner() {
+                    RawServerEntry::Addr(a) => (a, 1, None, false),
+                    RawServerEntry::Table(t) => (t.addr, t.weight, t.max_connections, t.backup),
                 };
                 let addr = match resolve(&addr) {
                     Ok(a) if a.port() != 0 => a,
@@ -329,15 +420,36 @@ impl Validator<'_> {
                         format!("weight must be between 1 and 1000, got {weight}"),
                     );
                 }
+                let max_connections = match max_connections {
+                    None => None,
+                    Some(m) if (1..=1_000_000).contains(&m) => Some(m as u32),
+                    Some(m) => {
+                        return self.err(
+                            span,
+                            key("servers"),
+                            format!("max_connections must be between 1 and 1000000, got {m}"),
+                        )
+                    }
+                };
                 ids.push(servers.len());
                 servers.push(Server {
                     upstream: id,
                     addr,
                     weight: weight as u32,
+                    max_connections,
+                    backup,
                 });
+            }
+            if ids.iter().all(|&s| servers[s].backup) {
+                return self.err(
+                    list_span,
+                    key("servers"),
+                    "needs at least one server that is not `backup`".into(),
+                );
             }
             upstreams.push(Upstream {
                 balance,
+                hash_key,
                 servers: ids,
                 connect_timeout: up.connect_timeout.0,
                 response_header_timeout: up.response_header_timeout.0,

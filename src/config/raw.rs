@@ -82,6 +82,9 @@ pub struct RawServerTable {
     pub addr: String,
     #[serde(default = "one")]
     pub weight: i64,
+    pub max_connections: Option<i64>,
+    #[serde(default)]
+    pub backup: bool,
 }
 
 /// `[upstreams.NAME]`
@@ -91,6 +94,7 @@ pub struct RawUpstream {
     pub servers: Spanned<Vec<Spanned<RawServerEntry>>>,
     #[serde(default = "default_balance")]
     pub balance: Spanned<String>,
+    pub hash_key: Option<Spanned<String>>,
     #[serde(default = "d_3s")]
     pub connect_timeout: Dur,
     #[serde(default = "d_60s")]
