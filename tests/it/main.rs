@@ -1,0 +1,14 @@
+//! Black-box integration tests: real upstreams on 127.0.0.1:0, the proxy started
+//! through `server::start`, raw-socket clients, and the real binary for the CLI.
+//!
+//! One binary with a module per concern, so the suite compiles and links once.
+
+mod support;
+
+mod balancing;
+mod bodies;
+mod cli;
+mod forwarding;
+mod malformed;
+mod pooling;
+mod upstream_errors;
