@@ -10,13 +10,17 @@ use crate::balance::{hash_bytes, Balancer, Tried};
 use crate::body::{Relay, RelayError};
 use crate::buf::{write_vec, Buf, Fill};
 use crate::bus::Update;
-use crate::config::{Balance, Config, HashKey, ServerId, Upstream, UpstreamId};
+use crate::config::{Balance, HashKey, PathMatch, ServerId, Upstream, UpstreamId, Var};
 use crate::error::{write_error_response, ProxyError};
-use crate::http::request::{self, Limits, Request};
+use crate::http::path;
+use crate::http::request::{self, Limits};
 use crate::http::response::{self, MAX_RESPONSE_HEAD};
-use crate::http::rewrite::{write_client_response, write_upstream_request, Peer};
-use crate::http::{Framing, Version};
+use crate::http::rewrite::{
+    write_client_response, write_upstream_request, Edits, Forward, Peer, Vars,
+};
+use crate::http::{strip_port, Framing, Version};
 use crate::pool::UpConn;
+use crate::route::RequestView;
 use crate::warn;
 use crate::worker::Worker;
 use monoio::net::TcpStream;
@@ -36,7 +40,7 @@ const UPSTREAM_BUF: usize = 64 * 1024;
 const COALESCE_MAX: usize = 16 * 1024;
 
 /// What the request head said, kept after the buffer borrow ends.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Head {
     len: usize,
     body: Framing,
@@ -44,9 +48,58 @@ struct Head {
     version: Version,
     expect_continue: bool,
     is_head: bool,
-    route: Option<UpstreamId>,
+    /// The matched route's index and upstream group.
+    route: Option<(usize, UpstreamId)>,
     /// The request's key for `ip_hash` / `consistent_hash`, when its group uses one.
     hash: Option<u64>,
+    /// `$request_id`, when the config uses it.
+    request_id: RequestId,
+    /// `$host` for response header edits, kept only when they use it.
+    resp_host: Option<Box<str>>,
+}
+
+/// A request id, inline so the head stays allocation-free.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId {
+    bytes: [u8; 64],
+    len: u8,
+}
+
+impl RequestId {
+    /// No id.
+    pub const NONE: RequestId = RequestId {
+        bytes: [0; 64],
+        len: 0,
+    };
+
+    /// Takes a client's id when it is short visible ASCII, which is safe to echo in headers.
+    fn from_client(v: &[u8]) -> Option<RequestId> {
+        if v.is_empty() || v.len() > 64 || !v.iter().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let mut id = RequestId::NONE;
+        id.bytes[..v.len()].copy_from_slice(v);
+        id.len = v.len() as u8;
+        Some(id)
+    }
+
+    /// A new id: 16 hex digits unique to the worker's run, then its request counter.
+    pub fn generate(prefix: u64, seq: u64) -> RequestId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = RequestId::NONE;
+        for (i, v) in [prefix, seq].into_iter().enumerate() {
+            for k in 0..16 {
+                id.bytes[i * 16 + k] = HEX[(v >> (60 - 4 * k) & 0xf) as usize];
+            }
+        }
+        id.len = 32;
+        id
+    }
+
+    /// The id's text (empty for none).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
 }
 
 /// What the response head said.
@@ -108,7 +161,7 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
             }
         };
         first = false;
-        let Some(upstream) = head.route else {
+        let Some((_, upstream)) = head.route else {
             // The body (if any) is unread: only a bodiless request keeps the connection.
             let keep = head.body == Framing::None && head.keep_alive;
             if keep {
@@ -130,12 +183,12 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
         };
         match exchange(
             &worker,
-            &config,
             upstream,
             &head,
             &mut client,
             &mut cbuf,
             &mut out,
+            &peer,
         )
         .await
         {
@@ -239,8 +292,8 @@ async fn read_head(
     }
 }
 
-/// Parses the head in `data` (synchronously, borrowing it) and writes the upstream
-/// request head into `out`. `Ok(None)`: incomplete, read more.
+/// Parses the head in `data` (synchronously, borrowing it), routes it, and writes the
+/// upstream request head into `out`. `Ok(None)`: incomplete, read more.
 fn prepare(
     worker: &Worker,
     limits: &Limits,
@@ -252,30 +305,106 @@ fn prepare(
     let Some(req) = request::parse(data, &mut slots, limits)? else {
         return Ok(None);
     };
-    let route = worker.router.find(req.path());
-    let hash = route.and_then(|u| request_hash(&worker.config.upstreams[u], &req, peer));
-    out.clear();
-    if route.is_some() {
-        write_upstream_request(out, &req, peer, req.body);
-    }
-    Ok(Some(Head {
+    let config = &*worker.config;
+    let raw_path = req.path();
+    let query = &req.target[raw_path.len()..];
+    // Allocates only for the rare path that needs normalizing.
+    let mut normalized = Vec::new();
+    let path = match path::normalize(raw_path, &mut normalized) {
+        _ if raw_path == "*" => raw_path,
+        Ok(false) => raw_path,
+        Ok(true) => {
+            std::str::from_utf8(&normalized).map_err(|_| ProxyError::BadRequest("invalid path"))?
+        }
+        Err(_) => return Err(ProxyError::BadRequest("malformed percent-encoding in path")),
+    };
+    let view = RequestView {
+        method: req.method,
+        host: req.host,
+        path,
+        query: query.strip_prefix('?').unwrap_or(""),
+        headers: req.headers,
+    };
+    let mut head = Head {
         len: req.head_len,
         body: req.body,
         keep_alive: req.keep_alive,
         version: req.version,
         expect_continue: req.expect_continue,
         is_head: req.is_head(),
-        route,
-        hash,
-    }))
+        route: None,
+        hash: None,
+        request_id: RequestId::NONE,
+        resp_host: None,
+    };
+    out.clear();
+    let Some(index) = worker.router.find(&view) else {
+        return Ok(Some(head));
+    };
+    let route = worker.router.route(index);
+    head.route = Some((index, route.upstream));
+    head.hash = request_hash(&config.upstreams[route.upstream], &view, peer);
+
+    let rest = match &route.path {
+        PathMatch::Prefix(p) if p != "/" => &path[p.len()..],
+        _ => path,
+    };
+    let target: [&[u8]; 2] = match (&route.rewrite_prefix, route.strip_prefix) {
+        (Some(new), _) if new.ends_with('/') && rest.starts_with('/') => {
+            [new.as_bytes(), &rest.as_bytes()[1..]]
+        }
+        (Some(new), _) => [new.as_bytes(), rest.as_bytes()],
+        (None, true) if rest.is_empty() => [b"/", b""],
+        (None, true) => [rest.as_bytes(), b""],
+        (None, false) => [path.as_bytes(), b""],
+    };
+
+    let mut generated = false;
+    if config.request_ids {
+        let client_id = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("x-request-id"))
+            .map(|h| crate::http::trim(h.value));
+        head.request_id = match client_id.and_then(RequestId::from_client) {
+            Some(id) => id,
+            None => {
+                generated = client_id.is_none();
+                worker.next_request_id()
+            }
+        };
+    }
+    let host = strip_port(req.host);
+    let global = &config.server;
+    if global.response_headers.uses(Var::Host) || route.response_headers.uses(Var::Host) {
+        head.resp_host = Some(host.into());
+    }
+    let edits =
+        (!global.request_headers.is_empty() || !route.request_headers.is_empty()).then(|| Edits {
+            scopes: [&global.request_headers, &route.request_headers],
+            vars: Vars {
+                peer,
+                host: host.as_bytes(),
+                request_id: head.request_id.as_bytes(),
+                upstream: None,
+            },
+        });
+    let fwd = Forward {
+        path: target,
+        query: query.as_bytes(),
+        edits,
+        request_id: generated.then(|| head.request_id.as_bytes()),
+    };
+    write_upstream_request(out, &req, peer, req.body, &fwd);
+    Ok(Some(head))
 }
 
 /// The balancing key of a request for the hashing policies; `None` for the others, or
 /// when the key (header, cookie) is absent, which makes the balancer use round robin.
-fn request_hash(group: &Upstream, req: &Request<'_, '_>, peer: &Peer) -> Option<u64> {
+fn request_hash(group: &Upstream, req: &RequestView<'_>, peer: &Peer) -> Option<u64> {
     let key = match (group.balance, &group.hash_key) {
         (Balance::IpHash, _) | (_, Some(HashKey::RemoteAddr)) => peer.ip(),
-        (_, Some(HashKey::Uri)) => req.path().as_bytes(),
+        (_, Some(HashKey::Uri)) => req.path.as_bytes(),
         (_, Some(HashKey::Header(name))) => req
             .headers
             .iter()
@@ -318,14 +447,28 @@ impl Drop for InFlight<'_> {
 /// Forwards one request to `upstream` and relays the response.
 async fn exchange(
     worker: &Worker,
-    config: &Config,
     upstream: UpstreamId,
     head: &Head,
     client: &mut TcpStream,
     cbuf: &mut Buf,
     out: &mut Vec<u8>,
+    peer: &Peer,
 ) -> Outcome {
+    let config = &*worker.config;
     let group = &config.upstreams[upstream];
+    let route = worker.router.route(head.route.map_or(0, |(i, _)| i));
+    let resp_scopes = [&config.server.response_headers, &route.response_headers];
+    let resp_edits = |server: ServerId| {
+        (!resp_scopes[0].is_empty() || !resp_scopes[1].is_empty()).then(|| Edits {
+            scopes: resp_scopes,
+            vars: Vars {
+                peer,
+                host: head.resp_host.as_deref().unwrap_or("").as_bytes(),
+                request_id: head.request_id.as_bytes(),
+                upstream: Some(config.servers[server].addr),
+            },
+        })
+    };
     // A body that is already entirely buffered can be re-sent if a pooled connection
     // turns out dead; a streamed one cannot.
     let buffered_body = match head.body {
@@ -380,7 +523,8 @@ async fn exchange(
         }
 
         if let Some(n) = buffered_body {
-            match read_response_head(group, head, &mut conn, out).await {
+            let edits = resp_edits(conn.server);
+            match read_response_head(group, head, &mut conn, out, edits.as_ref()).await {
                 Ok(r) => {
                     cbuf.consume(head.len + n);
                     break (conn, r);
@@ -441,7 +585,8 @@ async fn exchange(
             // The client vanished or stalled mid-body: nothing to answer.
             Err(_) => return Outcome::Done { keep_alive: false },
         }
-        match read_response_head(group, head, &mut conn, out).await {
+        let edits = resp_edits(conn.server);
+        match read_response_head(group, head, &mut conn, out, edits.as_ref()).await {
             Ok(r) => break (conn, r),
             Err(HeadError::DeadReused) => {
                 return Outcome::Error {
@@ -612,12 +757,13 @@ async fn read_response_head(
     head: &Head,
     conn: &mut UpConn,
     out: &mut Vec<u8>,
+    edits: Option<&Edits<'_>>,
 ) -> Result<RespHead, HeadError> {
     let read = async {
         let mut got_bytes = false;
         loop {
             if !conn.buf.is_empty() {
-                match prepare_response(conn.buf.data(), head, out) {
+                match prepare_response(conn.buf.data(), head, out, edits) {
                     Ok(Some(Parsed::Interim(len))) => {
                         conn.buf.consume(len);
                         continue;
@@ -669,6 +815,7 @@ fn prepare_response(
     data: &[u8],
     head: &Head,
     out: &mut Vec<u8>,
+    edits: Option<&Edits<'_>>,
 ) -> Result<Option<Parsed>, ProxyError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_SLOTS];
     let Some(resp) = response::parse(data, &mut slots, head.is_head)? else {
@@ -692,7 +839,7 @@ fn prepare_response(
     };
     let close_client = !head.keep_alive || output == Framing::Close;
     out.clear();
-    write_client_response(out, &resp, output, head.version, close_client);
+    write_client_response(out, &resp, output, head.version, close_client, edits);
     Ok(Some(Parsed::Final(RespHead {
         len: resp.head_len,
         input: resp.body,

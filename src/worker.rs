@@ -48,6 +48,10 @@ pub struct Worker {
     pub balancer: Balancer,
     /// Idle upstream connections.
     pub pool: Pool,
+    /// Unique per worker run: the first half of generated request ids.
+    pub id_prefix: u64,
+    /// Requests given an id so far: the second half.
+    pub id_seq: Cell<u64>,
     /// Coarse clock, refreshed every tick: pool ages and mark-downs need no better.
     pub now: Cell<Instant>,
 }
@@ -139,6 +143,8 @@ async fn serve(start: Startup) {
         router: Router::new(&config),
         pool: Pool::new(config.servers.len()),
         now: Cell::new(Instant::now()),
+        id_prefix: id_prefix(id),
+        id_seq: Cell::new(0),
         config,
         bus,
     });
@@ -171,6 +177,28 @@ async fn serve(start: Startup) {
                 cfg.upstreams[cfg.servers[s].upstream].keepalive_timeout
             });
         }
+    }
+}
+
+/// A per-run prefix for request ids: time, process and worker mixed, so ids from
+/// different workers, restarts and machines do not collide in practice.
+fn id_prefix(worker: usize) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut seed = Vec::with_capacity(24);
+    seed.extend_from_slice(&nanos.to_le_bytes());
+    seed.extend_from_slice(&u64::from(std::process::id()).to_le_bytes());
+    seed.extend_from_slice(&(worker as u64).to_le_bytes());
+    crate::balance::hash_bytes(&seed)
+}
+
+impl Worker {
+    /// The next generated request id.
+    pub fn next_request_id(&self) -> crate::proxy::RequestId {
+        let seq = self.id_seq.get().wrapping_add(1);
+        self.id_seq.set(seq);
+        crate::proxy::RequestId::generate(self.id_prefix, seq)
     }
 }
 

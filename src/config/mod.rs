@@ -4,8 +4,13 @@
 //! Every upstream server gets a small stable id (its index in `Config::servers`) so
 //! per-worker state is a plain `Vec` indexed by id and bus messages carry ids.
 
+pub mod headers;
 mod raw;
+pub mod routes;
 pub mod units;
+
+pub use headers::{HeaderEdits, Template, Var};
+pub use routes::{HostMatch, PathMatch, Route, ValueMatch};
 
 use raw::{OneOrMany, RawConfig, RawServerEntry};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -29,8 +34,10 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// Every server of every group, indexed by `ServerId`.
     pub servers: Vec<Server>,
-    /// Routes, in match order (longest `path_prefix` first, then file order).
+    /// Routes, in file order: the first that matches wins.
     pub routes: Vec<Route>,
+    /// Some header edit uses `$request_id`: every request then gets an `X-Request-Id`.
+    pub request_ids: bool,
 }
 
 /// Client-side settings from `[server]`.
@@ -52,6 +59,10 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Longest request line; 414 beyond.
     pub max_request_line: usize,
+    /// Edits to every forwarded request's headers (before a route's own).
+    pub request_headers: HeaderEdits,
+    /// Edits to every response's headers (before a route's own).
+    pub response_headers: HeaderEdits,
 }
 
 /// Balancing policies (`balance = "..."`).
@@ -174,15 +185,6 @@ pub struct Server {
     pub backup: bool,
 }
 
-/// One `[[routes]]` entry.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// Requests whose path starts with this go to `upstream`.
-    pub path_prefix: String,
-    /// Target group.
-    pub upstream: UpstreamId,
-}
-
 /// Why a config was rejected; every variant names the file and, where it can, the key and line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -287,6 +289,22 @@ impl Validator<'_> {
         })
     }
 
+    fn edits(
+        &self,
+        raw: Option<Spanned<raw::RawHeaderEdits>>,
+        key: &str,
+        response: bool,
+    ) -> Result<HeaderEdits, ConfigError> {
+        match raw {
+            None => Ok(HeaderEdits::default()),
+            Some(e) => {
+                let span = e.span();
+                HeaderEdits::from_raw(e.into_inner(), response)
+                    .or_else(|(sub, m)| self.err(span, format!("{key}.{sub}"), m))
+            }
+        }
+    }
+
     fn positive(&self, v: &Spanned<i64>, key: &str, max: i64) -> Result<usize, ConfigError> {
         let n = *v.get_ref();
         if n < 1 || n > max {
@@ -358,6 +376,8 @@ impl Validator<'_> {
             max_header_bytes: max_header_bytes as usize,
             max_headers: self.positive(&s.max_headers, "server.max_headers", 1000)?,
             max_request_line: max_request_line as usize,
+            request_headers: self.edits(s.request_headers, "server.request_headers", false)?,
+            response_headers: self.edits(s.response_headers, "server.response_headers", true)?,
         };
 
         let mut upstreams = Vec::new();
@@ -471,38 +491,13 @@ impl Validator<'_> {
         }
         let mut routes = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
-            let r = r.into_inner();
-            let name = r.upstream.get_ref();
-            let Some(upstream) = upstreams.iter().position(|u| &u.name == name) else {
-                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-                return self.err(
-                    r.upstream.span(),
-                    format!("routes[{i}].upstream"),
-                    format!(
-                        "no upstream named `{name}` (defined: {})",
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                );
-            };
-            let prefix = r.path_prefix.get_ref();
-            if !prefix.starts_with('/') {
-                return self.err(
-                    r.path_prefix.span(),
-                    format!("routes[{i}].path_prefix"),
-                    format!("`{prefix}` must start with `/`"),
-                );
-            }
-            routes.push(Route {
-                path_prefix: prefix.clone(),
-                upstream,
-            });
+            routes.push(self.route(i, r.into_inner(), &upstreams)?);
         }
-        // Longest prefix wins; the sort is stable so equal lengths keep file order.
-        routes.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
+        let request_ids = server.request_headers.uses(Var::RequestId)
+            || server.response_headers.uses(Var::RequestId)
+            || routes.iter().any(|r| {
+                r.request_headers.uses(Var::RequestId) || r.response_headers.uses(Var::RequestId)
+            });
 
         Ok(Config {
             origin: self.origin.to_string(),
@@ -510,6 +505,7 @@ impl Validator<'_> {
             upstreams,
             servers,
             routes,
+            request_ids,
         })
     }
 }
@@ -575,8 +571,11 @@ upstream = "api"
                 .weight,
             3
         );
-        assert_eq!(c.routes[0].path_prefix, "/api", "longest prefix first");
-        assert_eq!(c.upstreams[c.routes[0].upstream].name, "api");
+        assert!(
+            matches!(&c.routes[1].path, PathMatch::Prefix(p) if p == "/api"),
+            "file order is kept"
+        );
+        assert_eq!(c.upstreams[c.routes[1].upstream].name, "api");
     }
 
     #[test]

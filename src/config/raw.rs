@@ -48,6 +48,8 @@ pub struct RawServer {
     pub max_headers: Spanned<i64>,
     #[serde(default = "d_8k")]
     pub max_request_line: Spanned<Size>,
+    pub request_headers: Option<Spanned<RawHeaderEdits>>,
+    pub response_headers: Option<Spanned<RawHeaderEdits>>,
 }
 
 impl Default for RawServer {
@@ -61,6 +63,8 @@ impl Default for RawServer {
             max_header_bytes: d_16k(),
             max_headers: d_100(),
             max_request_line: d_8k(),
+            request_headers: None,
+            response_headers: None,
         }
     }
 }
@@ -115,9 +119,31 @@ pub struct RawUpstream {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
-    #[serde(default = "default_prefix")]
-    pub path_prefix: Spanned<String>,
+    pub host: Option<Spanned<OneOrMany<String>>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub path_regex: Option<Spanned<String>>,
+    pub methods: Option<Spanned<Vec<String>>>,
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    pub query: Option<Spanned<BTreeMap<String, String>>>,
     pub upstream: Spanned<String>,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    pub rewrite_prefix: Option<Spanned<String>>,
+    pub request_headers: Option<Spanned<RawHeaderEdits>>,
+    pub response_headers: Option<Spanned<RawHeaderEdits>>,
+}
+
+/// `request_headers = { set = {...}, add = {...}, remove = [...] }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderEdits {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 fn default_listen() -> Spanned<OneOrMany<String>> {
@@ -125,9 +151,6 @@ fn default_listen() -> Spanned<OneOrMany<String>> {
 }
 fn default_balance() -> Spanned<String> {
     Spanned::new(0..0, "round_robin".to_string())
-}
-fn default_prefix() -> Spanned<String> {
-    Spanned::new(0..0, "/".to_string())
 }
 fn one() -> i64 {
     1

@@ -5,6 +5,7 @@
 //! unit-tested directly, including heads split at every byte.
 
 pub mod chunked;
+pub mod path;
 pub mod request;
 pub mod response;
 pub mod rewrite;
@@ -67,6 +68,14 @@ pub fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .split(|&b| b == b',')
         .map(trim)
         .filter(|t| !t.is_empty())
+}
+
+/// The host part of an authority (`example.com:8080` → `example.com`, `[::1]:80` → `[::1]`).
+pub fn strip_port(authority: &str) -> &str {
+    match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => &authority[..i],
+        _ => authority,
+    }
 }
 
 /// Strips optional whitespace (SP / HTAB) on both ends.

@@ -7,6 +7,8 @@
 use super::request::Request;
 use super::response::Response;
 use super::{is_hop_by_hop, listed_in_connection, Framing, Version};
+use crate::config::headers::{Part, Template, Var};
+use crate::config::HeaderEdits;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
@@ -19,6 +21,7 @@ pub struct Peer {
     text: [u8; 48],
     len: u8,
     v6: bool,
+    port: u16,
 }
 
 impl Peer {
@@ -33,6 +36,7 @@ impl Peer {
             text,
             len: len as u8,
             v6: matches!(addr.ip(), IpAddr::V6(_)),
+            port: addr.port(),
         }
     }
 
@@ -40,6 +44,91 @@ impl Peer {
     pub fn ip(&self) -> &[u8] {
         &self.text[..self.len as usize]
     }
+
+    /// The client's TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// Values of the variables header templates may use, for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Vars<'a> {
+    /// The client.
+    pub peer: &'a Peer,
+    /// The request's host without port (`$host`).
+    pub host: &'a [u8],
+    /// The request id (`$request_id`); empty when ids are off.
+    pub request_id: &'a [u8],
+    /// The server that answered (`$upstream_addr`), once known.
+    pub upstream: Option<SocketAddr>,
+}
+
+/// Header edits to apply to one message: the global scope, then the route's.
+#[derive(Debug, Clone, Copy)]
+pub struct Edits<'a> {
+    /// `[server]` edits, then the route's edits (which win on the same name).
+    pub scopes: [&'a HeaderEdits; 2],
+    /// Variable values.
+    pub vars: Vars<'a>,
+}
+
+impl Edits<'_> {
+    /// True when an incoming or automatic header `name` must not be written as is.
+    fn drops(&self, name: &str) -> bool {
+        self.scopes.iter().any(|s| s.drops(name))
+    }
+
+    /// Writes the `set` headers (a route's replaces the global one of the same name),
+    /// then every `add` header.
+    fn write(&self, out: &mut Vec<u8>) {
+        let [global, route] = self.scopes;
+        for (name, t) in &global.set {
+            if !route.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                self.write_one(out, name, t);
+            }
+        }
+        for (name, t) in route.set.iter().chain(&global.add).chain(&route.add) {
+            self.write_one(out, name, t);
+        }
+    }
+
+    fn write_one(&self, out: &mut Vec<u8>, name: &str, t: &Template) {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        for part in &t.parts {
+            match part {
+                Part::Lit(bytes) => out.extend_from_slice(bytes),
+                Part::Var(v) => match v {
+                    Var::RemoteAddr => out.extend_from_slice(self.vars.peer.ip()),
+                    Var::RemotePort => push_u64(out, u64::from(self.vars.peer.port())),
+                    Var::Host => out.extend_from_slice(self.vars.host),
+                    Var::Scheme => out.extend_from_slice(b"http"),
+                    Var::RequestId => out.extend_from_slice(self.vars.request_id),
+                    Var::UpstreamAddr => {
+                        if let Some(a) = self.vars.upstream {
+                            // Writing into a Vec cannot fail.
+                            let _ = write!(out, "{a}");
+                        }
+                    }
+                },
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// How the request is forwarded: its (normalized, maybe rewritten) target and edits.
+#[derive(Debug, Clone, Copy)]
+pub struct Forward<'a> {
+    /// The path, written as these pieces in order (a rewrite prefix, then the rest).
+    pub path: [&'a [u8]; 2],
+    /// The query string with its `?`, or empty.
+    pub query: &'a [u8],
+    /// Header edits, `None` when no scope has any (the fast path).
+    pub edits: Option<Edits<'a>>,
+    /// A generated request id to send as `X-Request-Id` (the client sent none).
+    pub request_id: Option<&'a [u8]>,
 }
 
 /// Writes the request head for the upstream into `out`.
@@ -50,18 +139,25 @@ pub fn write_upstream_request(
     req: &Request<'_, '_>,
     peer: &Peer,
     body: Framing,
+    fwd: &Forward<'_>,
 ) {
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(req.target.as_bytes());
+    out.extend_from_slice(fwd.path[0]);
+    out.extend_from_slice(fwd.path[1]);
+    out.extend_from_slice(fwd.query);
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
+    let edited = |name: &str| fwd.edits.as_ref().is_some_and(|e| e.drops(name));
     let mut xff_seen = false;
     let mut fwd_seen = false;
     let mut wrote_host = false;
     for h in req.headers {
         let name = h.name;
-        if is_hop_by_hop(name) || (req.has_connection && listed_in_connection(req.headers, name)) {
+        if is_hop_by_hop(name)
+            || (req.has_connection && listed_in_connection(req.headers, name))
+            || edited(name)
+        {
             continue;
         }
         match name.len() {
@@ -85,39 +181,55 @@ pub fn write_upstream_request(
         }
         write_header(out, name.as_bytes(), h.value);
     }
-    if !wrote_host && !req.host.is_empty() {
+    if !wrote_host && !req.host.is_empty() && !edited("host") {
         write_header(out, b"Host", req.host.as_bytes());
     }
-
-    out.extend_from_slice(b"X-Forwarded-For: ");
-    if xff_seen {
-        append_existing(out, req.headers, "x-forwarded-for");
+    if let Some(id) = fwd.request_id {
+        write_header(out, b"X-Request-Id", id);
     }
-    out.extend_from_slice(peer.ip());
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
-    if !req.host.is_empty() {
+
+    if !edited("x-forwarded-for") {
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        if xff_seen {
+            append_existing(out, req.headers, "x-forwarded-for");
+        }
+        out.extend_from_slice(peer.ip());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !edited("x-forwarded-proto") {
+        out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+    }
+    if !req.host.is_empty() && !edited("x-forwarded-host") {
         write_header(out, b"X-Forwarded-Host", req.host.as_bytes());
     }
-    out.extend_from_slice(b"Forwarded: ");
-    if fwd_seen {
-        append_existing(out, req.headers, "forwarded");
+    if !edited("forwarded") {
+        out.extend_from_slice(b"Forwarded: ");
+        if fwd_seen {
+            append_existing(out, req.headers, "forwarded");
+        }
+        out.extend_from_slice(b"for=");
+        if peer.v6 {
+            out.extend_from_slice(b"\"[");
+            out.extend_from_slice(peer.ip());
+            out.extend_from_slice(b"]\"");
+        } else {
+            out.extend_from_slice(peer.ip());
+        }
+        if !req.host.is_empty() && !req.host.contains('"') {
+            out.extend_from_slice(b";host=\"");
+            out.extend_from_slice(req.host.as_bytes());
+            out.push(b'"');
+        }
+        out.extend_from_slice(b";proto=http\r\n");
     }
-    out.extend_from_slice(b"for=");
-    if peer.v6 {
-        out.extend_from_slice(b"\"[");
-        out.extend_from_slice(peer.ip());
-        out.extend_from_slice(b"]\"");
-    } else {
-        out.extend_from_slice(peer.ip());
+    if !edited("via") {
+        out.extend_from_slice(b"Via: ");
+        out.extend_from_slice(VIA);
+        out.extend_from_slice(b"\r\n");
     }
-    if !req.host.is_empty() && !req.host.contains('"') {
-        out.extend_from_slice(b";host=\"");
-        out.extend_from_slice(req.host.as_bytes());
-        out.push(b'"');
+    if let Some(e) = &fwd.edits {
+        e.write(out);
     }
-    out.extend_from_slice(b";proto=http\r\nVia: ");
-    out.extend_from_slice(VIA);
-    out.extend_from_slice(b"\r\n");
     write_framing(out, body);
     out.extend_from_slice(b"\r\n");
 }
@@ -132,12 +244,14 @@ pub fn write_client_response(
     body: Framing,
     client_version: Version,
     close: bool,
+    edits: Option<&Edits<'_>>,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_status(out, resp.status);
     out.push(b' ');
     out.extend_from_slice(resp.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
+    let edited = |name: &str| edits.is_some_and(|e| e.drops(name));
     for h in resp.headers {
         let name = h.name;
         // Content-Length stays when it is the framing we use or describes a bodiless
@@ -149,11 +263,19 @@ pub fn write_client_response(
         {
             continue;
         }
+        if edited(name) {
+            continue;
+        }
         write_header(out, name.as_bytes(), h.value);
     }
-    out.extend_from_slice(b"Via: ");
-    out.extend_from_slice(VIA);
-    out.extend_from_slice(b"\r\n");
+    if !edited("via") {
+        out.extend_from_slice(b"Via: ");
+        out.extend_from_slice(VIA);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(e) = edits {
+        e.write(out);
+    }
     if !resp.keep_content_length {
         write_framing(out, body);
     }
@@ -234,7 +356,19 @@ mod tests {
         let mut slots = [const { MaybeUninit::uninit() }; 100];
         let req = request::parse(raw, &mut slots, &limits).unwrap().unwrap();
         let mut out = Vec::new();
-        write_upstream_request(&mut out, &req, &Peer::new(peer.parse().unwrap()), req.body);
+        let fwd = Forward {
+            path: [req.path().as_bytes(), b""],
+            query: req.target[req.path().len()..].as_bytes(),
+            edits: None,
+            request_id: None,
+        };
+        write_upstream_request(
+            &mut out,
+            &req,
+            &Peer::new(peer.parse().unwrap()),
+            req.body,
+            &fwd,
+        );
         String::from_utf8(out).unwrap()
     }
 

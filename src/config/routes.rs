@@ -1,0 +1,297 @@
+//! `[[routes]]`: validated match conditions, rewrites and header edits per route.
+//!
+//! Matching itself lives in `crate::route`; this module only turns what was written
+//! into typed, checked values (a bad regex or host is reported with its key and line).
+
+use super::headers::HeaderEdits;
+use super::raw::{OneOrMany, RawRoute};
+use super::{ConfigError, Upstream, UpstreamId, Validator};
+
+/// A `host` condition, lowercased, without port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `"service2.com.br"`.
+    Exact(String),
+    /// `"*.example.com"`, stored as `example.com`: any subdomain, not the domain itself.
+    Wildcard(String),
+}
+
+/// The path condition of a route.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    /// No path condition.
+    Any,
+    /// `path_prefix`, segment-aware: `/api` matches `/api` and `/api/x`, not `/apix`.
+    /// Stored without a trailing slash (`/` stays `/`).
+    Prefix(String),
+    /// `path`: exactly this path.
+    Exact(String),
+    /// `path_regex`: the regex must match somewhere in the path (anchor it with `^...$`).
+    Regex(regex::Regex),
+}
+
+/// A `headers` / `query` value condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueMatch {
+    /// `"*"`: present with any value.
+    Present,
+    /// Exactly this value.
+    Exact(String),
+}
+
+/// One `[[routes]]` entry; it matches when every condition holds.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Host conditions (any of them); empty = any host.
+    pub hosts: Vec<HostMatch>,
+    /// Path condition.
+    pub path: PathMatch,
+    /// Allowed methods (exact, upper case); empty = any.
+    pub methods: Vec<String>,
+    /// Header conditions (lowercase names); all must hold.
+    pub headers: Vec<(String, ValueMatch)>,
+    /// Query parameter conditions; all must hold.
+    pub query: Vec<(String, ValueMatch)>,
+    /// Target group.
+    pub upstream: UpstreamId,
+    /// Remove the matched `path_prefix` before forwarding.
+    pub strip_prefix: bool,
+    /// Replace the matched `path_prefix` with this before forwarding.
+    pub rewrite_prefix: Option<String>,
+    /// Edits to the forwarded request's headers (after the global ones).
+    pub request_headers: HeaderEdits,
+    /// Edits to the response's headers (after the global ones).
+    pub response_headers: HeaderEdits,
+}
+
+impl Validator<'_> {
+    /// Validates route number `i` (0-based, in file order).
+    pub(super) fn route(
+        &self,
+        i: usize,
+        r: RawRoute,
+        upstreams: &[Upstream],
+    ) -> Result<Route, ConfigError> {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        let name = r.upstream.get_ref();
+        let Some(upstream) = upstreams.iter().position(|u| &u.name == name) else {
+            let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            return self.err(
+                r.upstream.span(),
+                key("upstream"),
+                format!(
+                    "no upstream named `{name}` (defined: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        };
+
+        let mut hosts = Vec::new();
+        if let Some(h) = &r.host {
+            let list = match h.get_ref() {
+                OneOrMany::One(s) => std::slice::from_ref(s),
+                OneOrMany::Many(v) => v.as_slice(),
+            };
+            if list.is_empty() {
+                return self.err(h.span(), key("host"), "needs at least one host".into());
+            }
+            for text in list {
+                match parse_host(text) {
+                    Ok(m) => hosts.push(m),
+                    Err(msg) => return self.err(h.span(), key("host"), msg),
+                }
+            }
+        }
+
+        let given = [
+            r.path_prefix.is_some(),
+            r.path.is_some(),
+            r.path_regex.is_some(),
+        ];
+        if given.iter().filter(|&&g| g).count() > 1 {
+            return self.err(
+                r.upstream.span(),
+                key("path_prefix"),
+                "use only one of path_prefix, path and path_regex".into(),
+            );
+        }
+        let path = if let Some(p) = &r.path_prefix {
+            let text = p.get_ref();
+            if !text.starts_with('/') {
+                return self.err(
+                    p.span(),
+                    key("path_prefix"),
+                    format!("`{text}` must start with `/`"),
+                );
+            }
+            let trimmed = text.trim_end_matches('/');
+            PathMatch::Prefix(if trimmed.is_empty() { "/" } else { trimmed }.to_string())
+        } else if let Some(p) = &r.path {
+            let text = p.get_ref();
+            if !text.starts_with('/') {
+                return self.err(
+                    p.span(),
+                    key("path"),
+                    format!("`{text}` must start with `/`"),
+                );
+            }
+            PathMatch::Exact(text.clone())
+        } else if let Some(p) = &r.path_regex {
+            match regex::Regex::new(p.get_ref()) {
+                Ok(re) => PathMatch::Regex(re),
+                Err(e) => {
+                    let msg = e.to_string().replace('\n', " ");
+                    return self.err(p.span(), key("path_regex"), format!("invalid regex: {msg}"));
+                }
+            }
+        } else {
+            PathMatch::Any
+        };
+
+        let prefix_only = |k: &str| -> Result<(), ConfigError> {
+            if matches!(path, PathMatch::Prefix(_)) {
+                Ok(())
+            } else {
+                self.err(
+                    r.upstream.span(),
+                    key(k),
+                    "needs a path_prefix to strip or rewrite".into(),
+                )
+            }
+        };
+        if r.strip_prefix {
+            prefix_only("strip_prefix")?;
+        }
+        if let Some(rp) = &r.rewrite_prefix {
+            prefix_only("rewrite_prefix")?;
+            if r.strip_prefix {
+                return self.err(
+                    rp.span(),
+                    key("rewrite_prefix"),
+                    "use either strip_prefix or rewrite_prefix".into(),
+                );
+            }
+            if !rp.get_ref().starts_with('/') || rp.get_ref().contains(['?', '#', ' ']) {
+                return self.err(
+                    rp.span(),
+                    key("rewrite_prefix"),
+                    format!("`{}` must be a path starting with `/`", rp.get_ref()),
+                );
+            }
+        }
+
+        let mut methods = Vec::new();
+        if let Some(m) = &r.methods {
+            for method in m.get_ref() {
+                let ok = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
+                if !ok {
+                    return self.err(
+                        m.span(),
+                        key("methods"),
+                        format!("`{method}` is not a method (use upper case, e.g. \"GET\")"),
+                    );
+                }
+                methods.push(method.clone());
+            }
+        }
+
+        let mut headers = Vec::new();
+        if let Some(h) = &r.headers {
+            for (name, value) in h.get_ref() {
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+                {
+                    return self.err(
+                        h.span(),
+                        key("headers"),
+                        format!("`{name}` is not a header name"),
+                    );
+                }
+                headers.push((name.to_ascii_lowercase(), value_match(value)));
+            }
+        }
+        let mut query = Vec::new();
+        if let Some(q) = &r.query {
+            for (name, value) in q.get_ref() {
+                query.push((name.clone(), value_match(value)));
+            }
+        }
+
+        Ok(Route {
+            hosts,
+            path,
+            methods,
+            headers,
+            query,
+            upstream,
+            strip_prefix: r.strip_prefix,
+            rewrite_prefix: r.rewrite_prefix.map(|p| p.into_inner()),
+            request_headers: self.edits(r.request_headers, &key("request_headers"), false)?,
+            response_headers: self.edits(r.response_headers, &key("response_headers"), true)?,
+        })
+    }
+}
+
+fn value_match(v: &str) -> ValueMatch {
+    if v == "*" {
+        ValueMatch::Present
+    } else {
+        ValueMatch::Exact(v.to_string())
+    }
+}
+
+/// `example.com`, `*.example.com`; a port is ignored, as in request matching.
+fn parse_host(text: &str) -> Result<HostMatch, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let host = match lower.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => lower.as_str(),
+    };
+    let (wild, name) = match host.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, host),
+    };
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        && !name.starts_with('.')
+        && !name.ends_with('.');
+    if !ok {
+        return Err(format!(
+            "`{text}` is not a host name (use e.g. \"example.com\" or \"*.example.com\")"
+        ));
+    }
+    Ok(if wild {
+        HostMatch::Wildcard(name.to_string())
+    } else {
+        HostMatch::Exact(name.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_lowercased_without_port() {
+        assert_eq!(
+            parse_host("Service2.com.br"),
+            Ok(HostMatch::Exact("service2.com.br".into()))
+        );
+        assert_eq!(parse_host("a.b:8080"), Ok(HostMatch::Exact("a.b".into())));
+        assert_eq!(
+            parse_host("*.Example.com"),
+            Ok(HostMatch::Wildcard("example.com".into()))
+        );
+        assert!(parse_host("a b").is_err());
+        assert!(parse_host("*.").is_err());
+        assert!(parse_host("a.*.b").is_err());
+    }
+}
