@@ -1,0 +1,1493 @@
+#!/usr/bin/env python3
+"""Load-test driver: ringway vs nginx vs HAProxy as reverse proxies, same machine, same origin.
+
+Run it through loadtest/compare.sh (which raises the open-file limit, makes the temp dir and
+cleans up after a crash). Python 3 standard library only.
+
+Topology (default; --proxy-cpu / --load-cpu change it):
+    CPU 0: origin nginx (1 worker, fixed responses), wrk / autocannon / the idle-connection client
+    CPU 1: the proxy under test (ringway, nginx or HAProxy; one worker each, one at a time under load)
+
+For each scenario the origin and all three proxies are started fresh, checked (one request
+each through /echo), then driven round by round: one warm-up round, then --rounds measured
+rounds in which the proxies take turns (the order rotates each round). The table shows the
+median of the measured rounds and the min-max spread.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+RINGWAY = os.path.join(REPO, "target", "release", "ringway")
+
+PROXIES = ["ringway", "nginx", "haproxy"]
+LABEL = {"ringway": "ringway", "nginx": "nginx", "haproxy": "HAProxy"}
+ALL_SCENARIOS = ["small", "churn", "large", "post", "idle", "lowconc", "autocannon"]
+SCENARIO_ALIASES = {"lowconc": ["lowconc-1", "lowconc-8"]}
+
+SMALL_BODY = "hello world\n"  # 12 bytes
+LARGE_SIZE = 1024 * 1024
+POST_SIZE = 16 * 1024
+
+# name -> (path, connections, extra wrk args, headline metric)
+WRK_SCENARIOS = {
+    "small": ("/", 64, [], "rps"),
+    "churn": ("/", 64, ["-H", "Connection: close"], "rps"),
+    "large": ("/static/1m.bin", 16, [], "bps"),
+    "post": ("/post", 64, ["-s", "{workdir}/post.lua"], "rps"),
+    "lowconc-1": ("/", 1, [], "rps"),
+    "lowconc-8": ("/", 8, [], "rps"),
+}
+DESCRIPTION = {
+    "small": "GET, 12-byte body, 64 keep-alive connections",
+    "churn": "GET, 12-byte body, 64 connections, `Connection: close` on every request",
+    "large": "GET, 1 MiB body, 16 keep-alive connections (headline metric: bytes/s)",
+    "post": "POST, 16 KiB body, 64 keep-alive connections",
+    "lowconc-1": "GET, 12-byte body, 1 keep-alive connection",
+    "lowconc-8": "GET, 12-byte body, 8 keep-alive connections",
+    "idle": "idle keep-alive client connections, RSS growth per connection",
+    "autocannon": "autocannon -c 64, GET 12-byte body, through ringway only",
+}
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class HarnessError(Exception):
+    """A failed pre-check or start-up: printed as one clear message, exit code 2."""
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def warn(msg):
+    print(f"\n*** WARNING: {msg}\n", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Processes: every child gets its own session (process group), registered so that it is
+# stopped on exit, on an exception and on Ctrl-C / SIGTERM. The pgid file lets compare.sh
+# finish the job if this interpreter itself is killed hard.
+
+
+class Procs:
+    def __init__(self, workdir):
+        self.live = {}  # pgid -> (Popen, name)
+        self.pgid_file = os.path.join(workdir, "pgids")
+
+    def _save(self):
+        with open(self.pgid_file, "w") as f:
+            for pgid, (_, name) in self.live.items():
+                f.write(f"{pgid} {name}\n")
+
+    def start(self, name, argv, logpath):
+        out = open(logpath, "ab")
+        try:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        finally:
+            out.close()
+        self.live[p.pid] = (p, name)
+        self._save()
+        return p
+
+    def run(self, name, argv, timeout):
+        """Runs a short-lived tool (wrk, autocannon) in its own group; returns (rc, stdout, stderr)."""
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True)
+        self.live[p.pid] = (p, name)
+        self._save()
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(p)
+            out, err = p.communicate()
+            return None, out.decode(errors="replace"), err.decode(errors="replace") + "\n(timed out)"
+        except BaseException:
+            self.stop(p)  # Ctrl-C or an error while it runs: it goes too
+            raise
+        self.live.pop(p.pid, None)
+        self._save()
+        return p.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def stop(self, p, grace=5.0):
+        pgid = p.pid
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        # Whatever is left in the group (nginx workers, a stuck leader) is killed outright.
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        self.live.pop(pgid, None)
+        self._save()
+
+    def stop_all(self):
+        for pgid, (p, _) in list(self.live.items()):
+            self.stop(p)
+
+
+# --------------------------------------------------------------------------------------------
+# /proc helpers
+
+
+def proc_children(pid):
+    kids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                s = f.read()
+        except OSError:
+            continue
+        fields = s[s.rindex(")") + 2:].split()
+        if int(fields[1]) == pid:
+            kids.append(int(d))
+    return sorted(kids)
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+        fields = s[s.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total
+
+
+def status_kb(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_busy(interval=1.0):
+    def snap():
+        out = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu"):
+                    parts = line.split()
+                    vals = [int(x) for x in parts[1:9]]
+                    idle = vals[3] + vals[4]
+                    out[parts[0]] = (sum(vals), idle)
+        return out
+
+    a = snap()
+    time.sleep(interval)
+    b = snap()
+    busy = {}
+    for k in b:
+        tot = b[k][0] - a[k][0]
+        idle = b[k][1] - a[k][1]
+        busy[k] = 100.0 * (tot - idle) / tot if tot > 0 else 0.0
+    return busy
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def which(name):
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/local/sbin")
+
+
+def port_in_use(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        return False
+    except OSError:
+        return True
+    finally:
+        s.close()
+
+
+def who_listens(port):
+    try:
+        out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, timeout=5).stdout
+        return out.strip() or "(ss shows no listener: the port may be bound but not listening)"
+    except (OSError, subprocess.SubprocessError):
+        return "(ss not available)"
+
+
+def wait_listening(port, proc, logpath, what, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise HarnessError(f"{what} exited with code {proc.returncode} at start-up; log {logpath}:\n"
+                               + tail(logpath))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise HarnessError(f"{what} is not listening on 127.0.0.1:{port} after {timeout:.0f}s; log {logpath}:\n"
+                       + tail(logpath))
+
+
+def tail(path, n=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def tool_version(argv, pattern=None):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        text = (r.stdout + r.stderr).strip().splitlines()
+        line = text[0] if text else "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    if pattern:
+        m = re.search(pattern, line)
+        if m:
+            return m.group(1)
+    return line
+
+
+def fmt_num(x, digits=0):
+    if x is None:
+        return "—"
+    return f"{x:,.{digits}f}"
+
+
+def fmt_bytes(b):
+    if b is None:
+        return "—"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(b) >= size:
+            return f"{b / size:.2f} {unit}"
+    return f"{b:.0f} B"
+
+
+def fmt_ms(x):
+    if x is None:
+        return "—"
+    if x < 1:
+        return f"{x * 1000:.0f} µs"
+    return f"{x:.2f} ms"
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def spread(xs, fmt):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "—"
+    return f"{fmt(min(xs))} – {fmt(max(xs))}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+# --------------------------------------------------------------------------------------------
+# wrk output
+
+
+def parse_duration_ms(s):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", s)
+    if not m:
+        return None
+    v = float(m.group(1))
+    return v * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}[m.group(2)]
+
+
+def parse_size(s):
+    m = re.fullmatch(r"([\d.]+)(B|KB|MB|GB|TB)", s)
+    if not m:
+        return None
+    return float(m.group(1)) * {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}[m.group(2)]
+
+
+def parse_wrk(out):
+    r = {"requests": None, "rps": None, "bps": None, "p50": None, "p99": None, "non2xx": 0,
+         "sock": {"connect": 0, "read": 0, "write": 0, "timeout": 0}}
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+\w+), ([\d.]+\w+) read", out, re.M)
+    if m:
+        r["requests"] = int(m.group(1))
+    m = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    if m:
+        r["rps"] = float(m.group(1))
+    m = re.search(r"^Transfer/sec:\s+(\S+)", out, re.M)
+    if m:
+        r["bps"] = parse_size(m.group(1))
+    m = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    if m:
+        r["p50"] = parse_duration_ms(m.group(1))
+    m = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    if m:
+        r["p99"] = parse_duration_ms(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if m:
+        r["non2xx"] = int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        r["sock"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
+    return r
+
+
+# --------------------------------------------------------------------------------------------
+# Configs
+
+
+def nginx_common(workdir, name, nofile, conns):
+    d = os.path.join(workdir, name)
+    os.makedirs(d, exist_ok=True)
+    return d, f"""# generated by loadtest/compare.py
+worker_processes 1;
+worker_rlimit_nofile {nofile};
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{
+    worker_connections {conns};
+}}
+"""
+
+
+def origin_config(workdir, port, nofile):
+    d, head = nginx_common(workdir, "origin", min(nofile, 8192), 4096)
+    www = os.path.join(workdir, "www")
+    return d, head + f"""http {{
+    access_log off;
+    default_type text/plain;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {www};
+        # The 1 MiB body, from a file.
+        location /static/ {{ }}
+        # What the proxy forwarded: the sanity check reads it once per proxy.
+        location = /echo {{
+            return 200 "host=$http_host xff=$http_x_forwarded_for xfp=$http_x_forwarded_proto xfh=$http_x_forwarded_host forwarded=$http_forwarded via=$http_via\\n";
+        }}
+        # Everything else, GET or POST (a POST body is read and discarded): 12 bytes.
+        location / {{
+            return 200 "{SMALL_BODY.strip()}\\n";
+        }}
+    }}
+}}
+"""
+
+
+def nginx_proxy_config(workdir, port, up_port, nofile):
+    d, head = nginx_common(workdir, "nginx", nofile, 20000)
+    return d, head + f"""http {{
+    access_log off;
+    keepalive_timeout 60s;
+    keepalive_requests 100000000;
+    client_header_timeout 10s;
+    # Keeps a 16 KiB request body in memory: with the default (8 KiB on x86-64) nginx writes
+    # every such body to a temp file first, and the post scenario would measure that.
+    client_body_buffer_size 32k;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream up {{
+        server 127.0.0.1:{up_port};
+        keepalive 64;
+        keepalive_requests 100000000;
+        keepalive_timeout 60s;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header Forwarded "for=$remote_addr;host=\\"$http_host\\";proto=$scheme";
+            proxy_set_header Via "1.1 nginx";
+            proxy_connect_timeout 3s;
+            add_header Via "1.1 nginx" always;
+        }}
+    }}
+}}
+"""
+
+
+def haproxy_config(workdir, port, up_port, maxconn):
+    d = os.path.join(workdir, "haproxy")
+    os.makedirs(d, exist_ok=True)
+    return d, f"""# generated by loadtest/compare.py
+global
+    nbthread 1
+    maxconn {maxconn}
+    pidfile {d}/haproxy.pid
+    # no log line: logging off
+
+defaults
+    mode http
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+    timeout connect 3s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout http-keep-alive 60s
+
+frontend fe
+    bind 127.0.0.1:{port}
+    maxconn {maxconn}
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header Forwarded "for=%[src];host=\\"%[req.hdr(host)]\\";proto=http"
+    http-request add-header Via "1.1 haproxy"
+    http-response add-header Via "1.1 haproxy"
+    default_backend up
+
+backend up
+    server s1 127.0.0.1:{up_port} pool-max-conn 64
+"""
+
+
+def ringway_config(workdir, port, up_port):
+    d = os.path.join(workdir, "ringway")
+    os.makedirs(d, exist_ok=True)
+    return d, f"""# generated by loadtest/compare.py
+[server]
+listen = "127.0.0.1:{port}"
+workers = 1
+header_timeout = "10s"
+keepalive_timeout = "60s"
+
+[upstreams.up]
+servers = ["127.0.0.1:{up_port}"]
+keepalive = 64
+keepalive_timeout = "60s"
+connect_timeout = "3s"
+
+[[routes]]
+path_prefix = "/"
+upstream = "up"
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# The harness
+
+
+class Harness:
+    def __init__(self, args, workdir):
+        self.args = args
+        self.workdir = workdir
+        self.procs = Procs(workdir)
+        self.bin = {}
+        self.failures = []  # human-readable lines
+        self.notes = []
+        self.results = {}  # scenario -> proxy -> [run dict]
+        self.idle = {}  # proxy -> [idle dict]
+        self.echo = {}  # proxy -> echo body seen by the origin
+        base = args.base_port
+        self.port = {"origin": base, "ringway": base + 1, "nginx": base + 2, "haproxy": base + 3,
+                     "dead": base + 9}
+        self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.origin = None
+        self.running = {}  # proxy -> Popen
+
+    # ---- pre-checks
+
+    def precheck(self, scenarios):
+        missing = []
+        for name in ("nginx", "haproxy", "wrk", "taskset", "ss"):
+            path = which(name)
+            if not path:
+                missing.append(name)
+            self.bin[name] = path
+        if "autocannon" in scenarios:
+            self.bin["autocannon"] = which("autocannon")
+            if not self.bin["autocannon"]:
+                missing.append("autocannon")
+        if missing:
+            raise HarnessError(f"not found: {', '.join(missing)}. Run loadtest/setup.sh first "
+                               "(it installs nginx, haproxy, wrk and autocannon and builds ringway).")
+
+        ncpu = os.cpu_count() or 1
+        for what, cpu in (("--proxy-cpu", self.args.proxy_cpu), ("--load-cpu", self.args.load_cpu)):
+            if cpu >= ncpu:
+                raise HarnessError(f"{what} {cpu}: this machine has CPUs 0-{ncpu - 1}")
+        if self.args.proxy_cpu == self.args.load_cpu:
+            warn("proxy and load generator share a CPU: numbers measure contention, not the proxy")
+
+        if self.args.ringway_bin:
+            rb = os.path.abspath(self.args.ringway_bin)
+            if not os.access(rb, os.X_OK):
+                raise HarnessError(f"--ringway-bin {rb}: not an executable file")
+            self.binary_state = f"{os.path.relpath(rb, REPO)}, not checked against the sources"
+            self.bin["ringway"] = rb
+        else:
+            self.check_release_binary()
+            self.bin["ringway"] = RINGWAY
+
+        busy_ports = [p for p in sorted(set(self.port.values())) if port_in_use(p)]
+        if busy_ports:
+            p = busy_ports[0]
+            raise HarnessError(f"port 127.0.0.1:{p} is already in use, the harness needs it free "
+                               f"(ports {min(self.port.values())}-{max(self.port.values())}).\n"
+                               f"  listener: {who_listens(p)}\n"
+                               f"  stop it, or pick other ports with --base-port N")
+
+        busy = cpu_busy(1.0)
+        self.busy = busy
+        total = busy.get("cpu", 0.0)
+        per = ", ".join(f"{k[3:]}: {v:.0f}%" for k, v in sorted(busy.items()) if k != "cpu")
+        self.quiet_line = f"{total:.1f}% busy over 1 s before the run (per CPU {per})"
+        if total > 20.0:
+            warn(f"the machine is not quiet: {self.quiet_line}. Results will be noisy; continuing.")
+            self.notes.append(f"**NOT QUIET**: {self.quiet_line}; absolute numbers are noisy.")
+
+        # HAProxy refuses to start unless its open-file limit covers 2 x maxconn (+ a few);
+        # where the limit cannot be raised to 65536 (no CAP_SYS_RESOURCE), maxconn is capped and
+        # the idle scenario shrinks to what all three proxies can hold.
+        fit = (self.nofile - 100) // 2
+        if self.args.haproxy_maxconn > fit:
+            warn(f"open-file limit is {self.nofile} (`ulimit -n 65536` was not allowed): HAProxy maxconn "
+                 f"capped at {fit} instead of {self.args.haproxy_maxconn}")
+            self.notes.append(f"open-file limit {self.nofile} (could not raise it to 65536): HAProxy "
+                              f"`maxconn {fit}` instead of {self.args.haproxy_maxconn}")
+            self.args.haproxy_maxconn = fit
+        n = min(self.args.idle_conns, self.args.haproxy_maxconn - 50, self.nofile - 200)
+        if "idle" in scenarios and n < self.args.idle_conns:
+            warn(f"idle scenario uses {n} connections instead of {self.args.idle_conns} (open-file limit "
+                 f"{self.nofile}, HAProxy maxconn {self.args.haproxy_maxconn})")
+            self.notes.append(f"idle: {n:,} connections per proxy instead of {self.args.idle_conns:,}, to fit "
+                              f"the open-file limit {self.nofile} and HAProxy maxconn {self.args.haproxy_maxconn}")
+            self.args.idle_conns = n
+
+    def check_release_binary(self):
+        newest, newest_path = 0.0, None
+        for root, _, files in os.walk(os.path.join(REPO, "src")):
+            for f in files:
+                p = os.path.join(root, f)
+                m = os.path.getmtime(p)
+                if m > newest:
+                    newest, newest_path = m, p
+        for f in ("Cargo.toml", "Cargo.lock", "build.rs"):
+            p = os.path.join(REPO, f)
+            if os.path.exists(p) and os.path.getmtime(p) > newest:
+                newest, newest_path = os.path.getmtime(p), p
+        exists = os.path.exists(RINGWAY)
+        stale = not exists or os.path.getmtime(RINGWAY) < newest
+        self.binary_state = "up to date"
+        if not stale:
+            return
+        why = "missing" if not exists else f"older than {os.path.relpath(newest_path, REPO)}"
+        if self.args.no_build:
+            if not exists:
+                raise HarnessError(f"{RINGWAY} is missing: run `cargo build --release` or loadtest/setup.sh")
+            warn(f"release binary is {why}; --no-build given, measuring the stale binary")
+            self.binary_state = f"STALE ({why})"
+            self.notes.append(f"**ringway binary was stale** ({why}); it does not match the source tree")
+            return
+        log(f"release binary is {why}: running cargo build --release")
+        cargo = which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
+        r = subprocess.run([cargo, "build", "--release"], cwd=REPO)
+        if r.returncode != 0 or not os.path.exists(RINGWAY):
+            raise HarnessError("cargo build --release failed: fix the build (or pass --no-build to measure "
+                               "the existing binary)")
+        self.binary_state = "rebuilt before the run"
+
+    # ---- machine line
+
+    def machine(self):
+        cpu = "?"
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("model name"):
+                        cpu = line.split(":", 1)[1].strip()
+                        break
+        except OSError:
+            pass
+        git = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True).stdout.strip() or "?"
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src", "Cargo.toml",
+                                "Cargo.lock"], capture_output=True, text=True).stdout.strip()
+        v = {
+            "cpu": f"{cpu} ({os.cpu_count()} CPUs)",
+            "kernel": platform.release(),
+            "nginx": tool_version([self.bin["nginx"], "-v"], r"nginx/(\S+)"),
+            "haproxy": tool_version([self.bin["haproxy"], "-v"], r"version (\S+)"),
+            "wrk": tool_version([self.bin["wrk"], "-v"], r"wrk (\S+)"),
+            "ringway": tool_version([self.bin["ringway"], "--version"], r"ringway (\S+)")
+            + f" (git {git}{', uncommitted changes in src' if dirty else ''}; binary {self.binary_state})",
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        }
+        if self.bin.get("autocannon"):
+            v["autocannon"] = tool_version([self.bin["autocannon"], "--version"], r"autocannon v?(\S+)")
+        return v
+
+    # ---- files
+
+    def write_static(self):
+        www = os.path.join(self.workdir, "www", "static")
+        os.makedirs(www, exist_ok=True)
+        with open(os.path.join(www, "1m.bin"), "wb") as f:
+            f.write(b"x" * LARGE_SIZE)
+        with open(os.path.join(self.workdir, "post.lua"), "w") as f:
+            f.write(f'wrk.method = "POST"\nwrk.body = string.rep("x", {POST_SIZE})\n'
+                    'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+        # nginx workers may run as nobody: let them read the static file.
+        for p in (self.workdir, os.path.join(self.workdir, "www"), www):
+            os.chmod(p, 0o755)
+        os.chmod(os.path.join(www, "1m.bin"), 0o644)
+
+    # ---- start/stop
+
+    def start_origin(self):
+        d, conf = origin_config(self.workdir, self.port["origin"], self.nofile)
+        path = os.path.join(d, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        logpath = os.path.join(d, "stdout.log")
+        argv = [self.bin["taskset"], "-c", str(self.args.load_cpu), self.bin["nginx"], "-p", d, "-c", path,
+                "-e", os.path.join(d, "error.log")]
+        self.nginx_test(argv, path, logpath, "origin nginx")
+        self.origin = self.procs.start("origin-nginx", argv, logpath)
+        wait_listening(self.port["origin"], self.origin, logpath, "origin nginx")
+
+    def nginx_test(self, argv, path, logpath, what):
+        r = subprocess.run(argv + ["-t", "-q"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise HarnessError(f"{what} config {path} is invalid:\n{r.stdout}{r.stderr}")
+
+    def start_proxy(self, name):
+        up = self.port["dead"] if self.args.dead_upstream == name else self.port["origin"]
+        port = self.port[name]
+        taskset = [self.bin["taskset"], "-c", str(self.args.proxy_cpu)]
+        if name == "ringway":
+            d, conf = ringway_config(self.workdir, port, up)
+            path = os.path.join(d, "ringway.toml")
+            with open(path, "w") as f:
+                f.write(conf)
+            r = subprocess.run([self.bin["ringway"], "check", "-c", path], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise HarnessError(f"ringway check -c {path} failed:\n{r.stdout}{r.stderr}")
+            argv = taskset + [self.bin["ringway"], "run", "-c", path, "--workers", "1"]
+        elif name == "nginx":
+            d, conf = nginx_proxy_config(self.workdir, port, up, self.nofile)
+            path = os.path.join(d, "nginx.conf")
+            with open(path, "w") as f:
+                f.write(conf)
+            argv = taskset + [self.bin["nginx"], "-p", d, "-c", path, "-e", os.path.join(d, "error.log")]
+            self.nginx_test(argv, path, os.path.join(d, "stdout.log"), "proxy nginx")
+        else:
+            d, conf = haproxy_config(self.workdir, port, up, self.args.haproxy_maxconn)
+            path = os.path.join(d, "haproxy.cfg")
+            with open(path, "w") as f:
+                f.write(conf)
+            r = subprocess.run([self.bin["haproxy"], "-c", "-f", path], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise HarnessError(f"haproxy -c -f {path} failed:\n{r.stdout}{r.stderr}")
+            argv = taskset + [self.bin["haproxy"], "-db", "-f", path]
+        logpath = os.path.join(d, "stdout.log")
+        with open(logpath, "a") as f:
+            f.write(f"=== start {time.strftime('%H:%M:%S')}: {' '.join(argv)}\n")
+        p = self.procs.start(name, argv, logpath)
+        wait_listening(port, p, logpath, name)
+        log(f"   started {LABEL[name]} on 127.0.0.1:{port}, pid {p.pid}")
+        self.running[name] = p
+        self.logpath = getattr(self, "logpath", {})
+        self.logpath[name] = logpath
+        return p
+
+    def stop_proxy(self, name):
+        p = self.running.pop(name, None)
+        if p is not None:
+            self.procs.stop(p)
+
+    def stop_scenario(self):
+        for name in list(self.running):
+            self.stop_proxy(name)
+        if self.origin is not None:
+            self.procs.stop(self.origin)
+            self.origin = None
+
+    def measured_pids(self, name):
+        """(pids whose CPU is counted, pid whose RSS is read) for a running proxy."""
+        p = self.running[name]
+        if name == "nginx":
+            workers = proc_children(p.pid)
+            if not workers:
+                raise HarnessError("nginx proxy has no worker process")
+            return workers, workers[0]
+        return [p.pid], p.pid
+
+    def alive(self, name):
+        p = self.running.get(name)
+        return p is not None and p.poll() is None
+
+    # ---- sanity check: one request through each proxy, to the origin's /echo
+
+    def sanity(self, name):
+        port = self.port[name]
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(f"GET /echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+                status, headers, body = read_response(s)
+        except OSError as e:
+            return f"request failed: {e}"
+        via = headers.get("via", "")
+        self.echo[name] = body.decode(errors="replace").strip()
+        problems = []
+        if status != 200:
+            problems.append(f"status {status}")
+        if not via:
+            problems.append("no Via header in the response")
+        if status == 200 and "xff=127.0.0.1" not in self.echo[name]:
+            problems.append("origin saw no X-Forwarded-For: 127.0.0.1")
+        return "; ".join(problems) or None
+
+    # ---- wrk
+
+    def wrk(self, scenario, name, seconds, record=True):
+        path, conns, extra, _ = WRK_SCENARIOS[scenario]
+        extra = [a.replace("{workdir}", self.workdir) for a in extra]
+        url = f"http://127.0.0.1:{self.port[name]}{path}"
+        argv = [self.bin["taskset"], "-c", str(self.args.load_cpu), self.bin["wrk"], "-t1", f"-c{conns}",
+                f"-d{seconds}s", "--latency", "--timeout", "5s"] + extra + [url]
+        cpu_pids, rss_pid = self.measured_pids(name)
+        t0 = cpu_ticks(cpu_pids)
+        rc, out, err = self.procs.run("wrk", argv, timeout=seconds + 60)
+        t1 = cpu_ticks(cpu_pids) if self.alive(name) else None
+        r = parse_wrk(out)
+        r["raw"] = out + err
+        r["rc"] = rc
+        r["hwm"] = status_kb(rss_pid, "VmHWM") * 1024 if self.alive(name) else None
+        r["cpu_us"] = None
+        if t1 is not None and r["requests"]:
+            r["cpu_us"] = (t1 - t0) * 1e6 / CLK_TCK / r["requests"]
+        if not r["requests"]:
+            r["p50"] = r["p99"] = r["bps"] = None
+        r["problems"] = self.problems(r, name)
+        if record:
+            with open(os.path.join(self.workdir, "wrk.log"), "a") as f:
+                f.write(f"==== {scenario} {name}: {' '.join(argv)}\n{out}{err}\n")
+        return r
+
+    def problems(self, r, name):
+        p = []
+        if r["rc"] is None:
+            p.append("load generator timed out")
+        elif r["rc"] != 0:
+            p.append(f"load generator exit code {r['rc']}")
+        if r["requests"] is None:
+            p.append("no request count in the output")
+        elif r["requests"] == 0:
+            p.append("0 requests")
+        if r["non2xx"]:
+            p.append(f"{r['non2xx']} non-2xx/3xx responses")
+        se = sum(r["sock"].values())
+        if se:
+            p.append("socket errors " + ", ".join(f"{k} {v}" for k, v in r["sock"].items() if v))
+        if not self.alive(name):
+            p.append(f"{name} DIED (exit code {self.running[name].returncode}); log tail:\n"
+                     + tail(self.logpath[name], 8))
+        else:
+            bad = self.probe(name)
+            if bad:
+                p.append(f"afterwards a plain GET through {name}: {bad}")
+        return p
+
+    def probe(self, name):
+        """None if the proxy answers GET / with 200 within 3 s, else what went wrong."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port[name]), timeout=3) as s:
+                s.settimeout(3)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                status = read_response(s)[0]
+                return None if status == 200 else f"status {status}"
+        except socket.timeout:
+            return "no answer within 3 s (hung or stalled?)"
+        except (OSError, ValueError, IndexError) as e:
+            return str(e) or type(e).__name__
+
+    # ---- scenarios
+
+    def run_wrk_scenario(self, scenario):
+        a = self.args
+        log(f"\n== {scenario}: {DESCRIPTION[scenario]}")
+        self.start_origin()
+        for name in PROXIES:
+            self.start_proxy(name)
+            bad = self.sanity(name)
+            if bad:
+                self.fail(scenario, name, f"sanity check through /echo: {bad}")
+        runs = {name: [] for name in PROXIES}
+        order = list(PROXIES)
+        log(f"   warm-up round ({a.warmup}s each)")
+        for name in order:
+            if self.alive(name):
+                r = self.wrk(scenario, name, a.warmup, record=True)
+                if r["problems"]:
+                    self.fail(scenario, name, "warm-up: " + "; ".join(r["problems"]))
+        for rnd in range(a.rounds):
+            order = PROXIES[rnd % 3:] + PROXIES[:rnd % 3]
+            for name in order:
+                if not self.alive(name):
+                    continue
+                time.sleep(0.3)
+                r = self.wrk(scenario, name, a.duration)
+                runs[name].append(r)
+                status = "ok" if not r["problems"] else "FAIL: " + "; ".join(r["problems"])
+                log(f"   round {rnd + 1}/{a.rounds} {LABEL[name]:8} {fmt_num(r['rps']):>10} req/s  "
+                    f"{fmt_bytes(r['bps'])}/s  p99 {fmt_ms(r['p99'])}  "
+                    f"cpu {fmt_num(r['cpu_us'], 1)} µs/req  {status}")
+                if r["problems"]:
+                    self.fail(scenario, name, f"round {rnd + 1}: " + "; ".join(r["problems"]))
+        self.stop_scenario()
+        self.results[scenario] = runs
+
+    def run_idle(self):
+        a = self.args
+        n = a.idle_conns
+        log(f"\n== idle: {n} idle keep-alive connections per proxy, one GET on each first "
+            f"({a.rounds} round(s), fresh proxy each time)")
+        self.start_origin()
+        runs = {name: [] for name in PROXIES}
+        for rnd in range(a.rounds):
+            order = PROXIES[rnd % 3:] + PROXIES[:rnd % 3]
+            for name in order:
+                self.start_proxy(name)
+                bad = self.sanity(name)
+                if bad:
+                    self.fail("idle", name, f"sanity check through /echo: {bad}")
+                r = self.idle_once(name, n)
+                runs[name].append(r)
+                self.stop_proxy(name)
+                status = "ok" if not r["problems"] else "FAIL: " + "; ".join(r["problems"])
+                log(f"   round {rnd + 1}/{a.rounds} {LABEL[name]:8} RSS {fmt_bytes(r['before'])} -> "
+                    f"{fmt_bytes(r['after'])}: {fmt_num(r['per_conn'])} B/conn  {status}")
+                if r["problems"]:
+                    self.fail("idle", name, f"round {rnd + 1}: " + "; ".join(r["problems"]))
+        self.stop_scenario()
+        self.idle = runs
+
+    def idle_once(self, name, n):
+        port = self.port[name]
+        _, rss_pid = self.measured_pids(name)
+        # Warm the worker (first requests, upstream pool) so start-up allocations are not counted.
+        warm_fail = 0
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                for _ in range(50):
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    if read_response(s)[0] != 200:
+                        warm_fail += 1
+        except OSError:
+            warm_fail += 1
+        time.sleep(0.3)
+        before = status_kb(rss_pid, "VmRSS") * 1024
+        socks, failures, errors = open_idle(port, n)
+        time.sleep(1.0)
+        alive = self.alive(name)
+        after = status_kb(rss_pid, "VmRSS") * 1024 if alive else None
+        hwm = status_kb(rss_pid, "VmHWM") * 1024 if alive else None
+        # Still open? A second request on a sample of them must be answered.
+        sample = socks[:: max(1, len(socks) // 100)]
+        dropped = 0
+        for s in sample:
+            try:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                if read_response(s)[0] != 200:
+                    dropped += 1
+            except OSError:
+                dropped += 1
+        for s in socks:
+            s.close()
+        problems = []
+        if warm_fail:
+            problems.append(f"{warm_fail} warm-up request(s) failed")
+        if failures:
+            problems.append(f"{failures} of {n} connections failed ({'; '.join(errors[:3])})")
+        if dropped:
+            problems.append(f"{dropped} of {len(sample)} sampled connections no longer answered after the "
+                            "idle period")
+        if not alive:
+            problems.append(f"{name} DIED; log tail:\n" + tail(self.logpath[name], 8))
+        opened = len(socks)
+        per = (after - before) / opened if (alive and opened) else None
+        return {"before": before, "after": after, "hwm": hwm, "opened": opened, "per_conn": per,
+                "problems": problems}
+
+    def run_autocannon(self):
+        a = self.args
+        secs = a.autocannon_duration or 2 * a.duration
+        log(f"\n== autocannon: autocannon -c 64 -d {secs} through ringway only (on CPU {a.load_cpu})")
+        self.start_origin()
+        self.start_proxy("ringway")
+        bad = self.sanity("ringway")
+        if bad:
+            self.fail("autocannon", "ringway", f"sanity check through /echo: {bad}")
+        url = f"http://127.0.0.1:{self.port['ringway']}/"
+        base = [self.bin["taskset"], "-c", str(a.load_cpu), self.bin["autocannon"], "-c", "64"]
+        # Warm-up with wrk (autocannon's own start-up is slow): same length as the other warm-ups.
+        self.procs.run("wrk", [self.bin["taskset"], "-c", str(a.load_cpu), self.bin["wrk"], "-t1", "-c64",
+                               f"-d{a.warmup}s", url], timeout=a.warmup + 60)
+        cpu_pids, rss_pid = self.measured_pids("ringway")
+        t0 = cpu_ticks(cpu_pids)
+        rc, out, err = self.procs.run("autocannon", base + ["-d", str(secs), "--json", url], timeout=secs + 60)
+        alive = self.alive("ringway")
+        t1 = cpu_ticks(cpu_pids) if alive else None
+        with open(os.path.join(self.workdir, "wrk.log"), "a") as f:
+            f.write(f"==== autocannon ringway\n{out}\n{err}\n")
+        r = {"requests": None, "rps": None, "bps": None, "p50": None, "p99": None, "non2xx": 0,
+             "sock": {}, "cpu_us": None, "hwm": None, "rc": rc}
+        problems = []
+        try:
+            j = json.loads(out.strip().splitlines()[-1])
+            total = j["requests"]["total"]
+            dur = j.get("duration") or secs
+            r.update(requests=total, rps=total / dur, bps=j["throughput"]["total"] / dur,
+                     p50=float(j["latency"]["p50"]), p99=float(j["latency"]["p99"]), non2xx=j["non2xx"])
+            r["sock"] = {"errors": j.get("errors", 0), "timeouts": j.get("timeouts", 0),
+                         "resets": j.get("resets", 0), "mismatches": j.get("mismatches", 0)}
+            if j["non2xx"]:
+                problems.append(f"{j['non2xx']} non-2xx responses")
+            errs = {k: v for k, v in r["sock"].items() if v}
+            if errs:
+                problems.append("errors " + ", ".join(f"{k} {v}" for k, v in errs.items()))
+            if total == 0:
+                problems.append("0 requests")
+        except (ValueError, KeyError, IndexError) as e:
+            problems.append(f"could not read autocannon's JSON ({e}); rc {rc}; stderr: {err.strip()[-300:]}")
+        if rc not in (0, None):
+            problems.append(f"autocannon exit code {rc}")
+        if alive:
+            r["hwm"] = status_kb(rss_pid, "VmHWM") * 1024
+            if r["requests"]:
+                r["cpu_us"] = (t1 - t0) * 1e6 / CLK_TCK / r["requests"]
+        else:
+            problems.append("ringway DIED; log tail:\n" + tail(self.logpath["ringway"], 8))
+        r["problems"] = problems
+        status = "ok" if not problems else "FAIL: " + "; ".join(problems)
+        log(f"   ringway  {fmt_num(r['rps']):>10} req/s  p99 {fmt_ms(r['p99'])}  {status}")
+        if problems:
+            self.fail("autocannon", "ringway", "; ".join(problems))
+        self.stop_scenario()
+        self.results["autocannon"] = {"ringway": [r]}
+
+    def log_digest(self):
+        """proxy -> [(count, message)]: warnings and errors the proxies logged during the run
+        (start-up chatter left out), numbers folded so that repeats collapse."""
+        files = {"ringway": ["ringway/stdout.log"], "nginx": ["nginx/error.log", "nginx/stdout.log"],
+                 "haproxy": ["haproxy/stdout.log"]}
+        skip = re.compile(r"^=== start|\binfo: |\[NOTICE\]|using the \"epoll\" event method|"
+                          r"nginx/[\d.]+$|built by|OS: |getrlimit|start worker process|signal process"
+                          r"|exiting|exit$|gracefully shutting down|signal \d+ \(SIG|worker process \d+ exited"
+                          r"|Proxy \S+ started|Stopping|Proxy \S+ stopped|\d+ active connections")
+        out = {}
+        for name, rels in files.items():
+            counts = {}
+            for rel in rels:
+                try:
+                    with open(os.path.join(self.workdir, rel), errors="replace") as f:
+                        lines = f.read().splitlines()
+                except OSError:
+                    continue
+                for line in lines:
+                    if not line.strip() or skip.search(line):
+                        continue
+                    key = re.sub(r"^\S+ \S+ \[(\w+)\] \d+#\d+: \*?\d* ?", r"[\1] ", line)  # nginx prefix
+                    key = re.sub(r"^\d{4}-\d\d-\d\dT\S+ ", "", key)  # ringway timestamp
+                    key = re.sub(r"\d+", "N", key)
+                    key = re.sub(r"/tmp/\S+", "TMP", key)
+                    counts[key] = counts.get(key, 0) + 1
+            if counts:
+                out[name] = sorted(((c, k) for k, c in counts.items()), reverse=True)
+        return out
+
+    def fail(self, scenario, name, text):
+        self.failures.append(f"{scenario} / {LABEL[name]}: {text}")
+
+
+# --------------------------------------------------------------------------------------------
+# Raw HTTP for the idle client and the sanity check
+
+
+def read_response(s):
+    """Reads one HTTP/1.1 response with a Content-Length body (all the origin sends) from a
+    blocking socket; returns (status, headers dict lowercased, body)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed before a full response head")
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if "content-length" in headers:
+        need = int(headers["content-length"])
+        while len(body) < need:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed inside the body")
+            body += chunk
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        while not body.endswith(b"0\r\n\r\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed inside a chunked body")
+            body += chunk
+    return status, headers, body
+
+
+def open_idle(port, n, batch=64):
+    """Opens n connections, one GET on each (at most `batch` in flight, so the proxy's upstream
+    pool stays small), and returns the still-open sockets."""
+    socks, failures, errors = [], 0, []
+    req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    for start in range(0, n, batch):
+        group = []
+        for _ in range(min(batch, n - start)):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(10)
+            try:
+                s.connect(("127.0.0.1", port))
+                s.sendall(req)
+                group.append(s)
+            except OSError as e:
+                failures += 1
+                errors.append(str(e))
+                s.close()
+        for s in group:
+            try:
+                status = read_response(s)[0]
+                if status != 200:
+                    raise ConnectionError(f"status {status}")
+                socks.append(s)
+            except (OSError, ValueError, IndexError) as e:
+                failures += 1
+                errors.append(str(e))
+                s.close()
+    return socks, failures, errors
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def build_report(h, machine, args, scenarios, elapsed):
+    L = []
+    L.append("# ringway vs nginx vs HAProxy (loadtest/compare.sh)")
+    L.append("")
+    L.append("**Machine:** " + "; ".join(f"{k} {v}" for k, v in machine.items()))
+    L.append("")
+    L.append(f"**Run:** `{' '.join(['loadtest/compare.sh'] + sys.argv[1:]).replace(' --workdir ' + h.workdir, '')}` "
+             f"— {args.rounds} measured round(s) of {args.duration} s per proxy after a {args.warmup} s warm-up "
+             f"round, proxies taking turns (order rotates per round); proxy alone on CPU {args.proxy_cpu}, "
+             f"origin nginx and load generator on CPU {args.load_cpu}; whole run {elapsed / 60:.1f} min. "
+             f"Quiet check: {h.quiet_line}. Open-file limit {h.nofile}.")
+    if args.dead_upstream:
+        L.append("")
+        L.append(f"**Self-test:** `--dead-upstream {args.dead_upstream}`: that proxy was pointed at a port "
+                 "where nothing listens, so it must show failures.")
+    for n in h.notes:
+        L.append("")
+        L.append("- " + n)
+    L.append("")
+
+    wrk_rows = [s for s in scenarios if s in WRK_SCENARIOS or s == "autocannon"]
+    if wrk_rows:
+        L.append("## Throughput, latency, cost")
+        L.append("")
+        L.append("Median of the measured rounds (min – max in the next column). CPU = the proxy's user+system "
+                 "time over the run ÷ requests (nginx: its worker). Peak RSS = VmHWM (nginx: its worker). "
+                 "Failures = non-2xx/3xx responses + socket errors, summed over all rounds.")
+        L.append("")
+        L.append("| scenario | proxy | req/s | req/s min – max | transfer/s | p50 | p99 | CPU µs/req | "
+                 "peak RSS | non-2xx | socket errors | status |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for s in wrk_rows:
+            res = h.results.get(s, {})
+            for name in PROXIES:
+                runs = res.get(name)
+                if runs is None:
+                    continue
+                label = LABEL[name] + (" (autocannon)" if s == "autocannon" else "")
+                if not runs:
+                    L.append(f"| {s} | {label} | — | — | — | — | — | — | — | — | — | FAIL: no run |")
+                    continue
+                rps = [r["rps"] for r in runs]
+                nonok = sum(r["non2xx"] or 0 for r in runs)
+                sock = sum(sum(r["sock"].values()) for r in runs)
+                hwm = max((r["hwm"] for r in runs if r["hwm"] is not None), default=None)
+                bad = any(r["problems"] for r in runs)
+                L.append(f"| {s} | {label} | {fmt_num(median(rps))} | {spread(rps, fmt_num)} | "
+                         f"{fmt_bytes(median([r['bps'] for r in runs]))}/s | "
+                         f"{fmt_ms(median([r['p50'] for r in runs]))} | {fmt_ms(median([r['p99'] for r in runs]))} | "
+                         f"{fmt_num(median([r['cpu_us'] for r in runs]), 1)} | {fmt_bytes(hwm)} | {nonok:,} | "
+                         f"{sock:,} | {'**FAIL**' if bad else 'ok'} |")
+        L.append("")
+
+    if "idle" in scenarios and h.idle:
+        L.append("## Idle connections")
+        L.append("")
+        L.append(f"{args.idle_conns:,} client connections per proxy, each sent one `GET /` (answered 200) and "
+                 "then left open and idle (a fresh proxy per round); RSS (VmRSS; nginx: its worker) read "
+                 "before and 1 s after. bytes/conn = (after − before) ÷ connections still open. "
+                 "Afterwards a sample of 1 % must still answer a second request.")
+        L.append("")
+        L.append("| proxy | connections | RSS before | RSS after | bytes/conn | bytes/conn min – max | peak RSS | status |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---|")
+        for name in PROXIES:
+            runs = h.idle.get(name, [])
+            if not runs:
+                continue
+            per = [r["per_conn"] for r in runs]
+            bad = any(r["problems"] for r in runs)
+            L.append(f"| {LABEL[name]} | {fmt_num(median([r['opened'] for r in runs]))} | "
+                     f"{fmt_bytes(median([r['before'] for r in runs]))} | {fmt_bytes(median([r['after'] for r in runs]))} | "
+                     f"{fmt_num(median(per))} | {spread(per, fmt_num)} | "
+                     f"{fmt_bytes(max((r['hwm'] for r in runs if r['hwm']), default=None))} | "
+                     f"{'**FAIL**' if bad else 'ok'} |")
+        L.append("")
+
+    rows = ratio_rows(h, scenarios)
+    if rows:
+        L.append("## Ratios: ringway ÷ nginx, ringway ÷ HAProxy")
+        L.append("")
+        L.append("Throughput (req/s, or bytes/s for `large`): above 1.0 = ringway faster. "
+                 "CPU µs/request and idle bytes/connection: below 1.0 = ringway cheaper. "
+                 "— = no valid ratio (a side had failures in that scenario).")
+        L.append("")
+        L.append("| scenario | metric | ringway/nginx | ringway/HAProxy |")
+        L.append("|---|---|---:|---:|")
+        for s, metric, rn, rh, _ in rows:
+            L.append(f"| {s} | {metric} | {fmt_ratio(rn)} | {fmt_ratio(rh)} |")
+        L.append("")
+
+    if h.echo:
+        L.append("## What the origin saw (one request to /echo through each proxy)")
+        L.append("")
+        for name in PROXIES:
+            if name in h.echo:
+                L.append(f"- {LABEL[name]}: `{h.echo[name]}`")
+        L.append("")
+
+    digest = h.log_digest()
+    L.append("## What the proxies logged")
+    L.append("")
+    if digest:
+        L.append("Warnings and errors from the proxies' own logs over the whole run (numbers folded to N).")
+        L.append("")
+        for name in PROXIES:
+            for c, msg in digest.get(name, [])[:6]:
+                L.append(f"- {LABEL[name]}: {c:,} × `{msg[:220]}`")
+    else:
+        L.append("Nothing beyond start-up lines.")
+    L.append("")
+
+    L.append("## Failures")
+    L.append("")
+    if h.failures:
+        for f in h.failures:
+            L.append("- " + f.replace("\n", "\n  "))
+    else:
+        L.append("None: every response was 2xx/3xx, no socket errors, no proxy died.")
+    L.append("")
+    return "\n".join(L)
+
+
+def fmt_ratio(x):
+    return "—" if x is None else f"{x:.2f}"
+
+
+def ratio_rows(h, scenarios):
+    """(scenario, metric, ringway/nginx, ringway/HAProxy, kind) where kind is 'thr' or 'cost'."""
+    rows = []
+    for s in scenarios:
+        if s in WRK_SCENARIOS and s in h.results:
+            res = h.results[s]
+            key = WRK_SCENARIOS[s][3]
+            # A proxy with failures in this scenario gets no ratio: its numbers are not comparable.
+            ok = {n: bool(res.get(n)) and not any(r["problems"] for r in res[n]) for n in PROXIES}
+            med = {n: median([r[key] for r in res.get(n, [])]) if ok[n] else None for n in PROXIES}
+            cpu = {n: median([r["cpu_us"] for r in res.get(n, [])]) if ok[n] else None for n in PROXIES}
+            metric = "bytes/s" if key == "bps" else "req/s"
+            rows.append((s, metric, ratio(med["ringway"], med["nginx"]), ratio(med["ringway"], med["haproxy"]),
+                         "thr"))
+            rows.append((s, "CPU µs/req", ratio(cpu["ringway"], cpu["nginx"]),
+                         ratio(cpu["ringway"], cpu["haproxy"]), "cost"))
+        elif s == "idle" and h.idle:
+            per = {n: median([r["per_conn"] for r in h.idle.get(n, [])])
+                   if h.idle.get(n) and not any(r["problems"] for r in h.idle[n]) else None for n in PROXIES}
+            rows.append(("idle", "bytes/idle conn", ratio(per["ringway"], per["nginx"]),
+                         ratio(per["ringway"], per["haproxy"]), "cost"))
+    return rows
+
+
+def svg_chart(rows, title_note):
+    """Two panels of grouped bars, hand-written SVG: throughput ratios (higher = ringway better)
+    and cost ratios (lower = ringway better). The axis is logarithmic (base 2), so 2x and 0.5x
+    are the same distance from the 1.0 line the bars start from."""
+    import math
+    panels = [("Throughput: ringway ÷ other (above 1.0 = ringway faster)", [r for r in rows if r[4] == "thr"]),
+              ("Cost: ringway ÷ other (below 1.0 = ringway cheaper)", [r for r in rows if r[4] == "cost"])]
+    panels = [p for p in panels if p[1]]
+    colors = {"nginx": "#2a7ab9", "haproxy": "#e08a1e"}
+    width = 940
+    ph = 300  # panel height
+    top = 70
+    left, right = 60, 90
+    height = top + len(panels) * (ph + 70) + 20
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{width / 2}" y="24" text-anchor="middle" font-size="17" font-weight="bold">'
+           f'ringway relative to nginx and HAProxy</text>',
+           f'<text x="{width / 2}" y="44" text-anchor="middle" fill="#555">{esc(title_note)}</text>',
+           f'<rect x="{width - 300}" y="52" width="12" height="12" fill="{colors["nginx"]}"/>'
+           f'<text x="{width - 283}" y="62">ringway ÷ nginx</text>',
+           f'<rect x="{width - 170}" y="52" width="12" height="12" fill="{colors["haproxy"]}"/>'
+           f'<text x="{width - 153}" y="62">ringway ÷ HAProxy</text>']
+    y0 = top
+    for title, prow in panels:
+        vals = [v for r in prow for v in (r[2], r[3]) if v is not None and v > 0]
+        lo = min([-1.0] + [math.floor(math.log2(v) * 2) / 2 for v in vals])
+        hi = max([1.0] + [math.ceil(math.log2(v) * 2) / 2 for v in vals])
+        lo, hi = lo - 0.25, hi + 0.25  # room for the value labels
+        plot_top, plot_bottom = y0 + 30, y0 + ph
+        scale = (plot_bottom - plot_top) / (hi - lo)
+
+        def y(v):
+            return plot_bottom - (math.log2(v) - lo) * scale
+
+        out.append(f'<text x="{left}" y="{y0 + 16}" font-size="14" font-weight="bold">{esc(title)}</text>')
+        ticks = [2.0 ** e for e in range(-8, 9)]
+        if hi - lo <= 3:
+            ticks += [0.75, 1.25, 1.5, 3.0]
+        for t in sorted(ticks):
+            if not lo <= math.log2(t) <= hi:
+                continue
+            out.append(f'<line x1="{left}" x2="{width - right}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#eee"/>')
+            out.append(f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end" fill="#555">{t:g}</text>')
+        out.append(f'<line x1="{left}" x2="{left}" y1="{plot_top}" y2="{plot_bottom}" stroke="#333"/>')
+        out.append(f'<text x="16" y="{(plot_top + plot_bottom) / 2:.0f}" text-anchor="middle" fill="#555" '
+                   f'transform="rotate(-90 16 {(plot_top + plot_bottom) / 2:.0f})">ratio (log scale)</text>')
+        n = len(prow)
+        slot = (width - left - right) / max(n, 1)
+        bw = min(40, slot * 0.35)
+        one = y(1.0)
+        for i, (s, metric, rn, rh, _) in enumerate(prow):
+            cx = left + slot * (i + 0.5)
+            for j, (v, key) in enumerate(((rn, "nginx"), (rh, "haproxy"))):
+                x = cx - bw + j * bw
+                if v is None or v <= 0:
+                    out.append(f'<text x="{x + bw / 2:.1f}" y="{one - 4:.1f}" text-anchor="middle" '
+                               f'fill="#999">n/a</text>')
+                    continue
+                yv = y(v)
+                y_top, h = min(yv, one), max(abs(one - yv), 1.0)
+                out.append(f'<rect x="{x:.1f}" y="{y_top:.1f}" width="{bw - 2:.1f}" height="{h:.1f}" '
+                           f'fill="{colors[key]}"><title>{esc(s)} {esc(metric)} ringway/{key}: {v:.3f}'
+                           f'</title></rect>')
+                ty = yv - 4 if v >= 1 else yv + 13
+                out.append(f'<text x="{x + (bw - 2) / 2:.1f}" y="{ty:.1f}" text-anchor="middle" '
+                           f'font-size="11">{v:.2f}</text>')
+            out.append(f'<text x="{cx:.1f}" y="{plot_bottom + 16}" text-anchor="middle">{esc(s)}</text>')
+            out.append(f'<text x="{cx:.1f}" y="{plot_bottom + 30}" text-anchor="middle" fill="#666" '
+                       f'font-size="10">{esc(metric)}</text>')
+        out.append(f'<line x1="{left}" x2="{width - right}" y1="{plot_bottom}" y2="{plot_bottom}" stroke="#333"/>')
+        out.append(f'<line x1="{left}" x2="{width - right}" y1="{one:.1f}" y2="{one:.1f}" '
+                   f'stroke="#c00" stroke-width="1.5" stroke-dasharray="6,4"/>')
+        out.append(f'<text x="{width - right + 6}" y="{one + 4:.1f}" fill="#c00">1.0 = parity</text>')
+        y0 += ph + 70
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def expand(names):
+    out = []
+    for n in names or ALL_SCENARIOS:
+        for m in SCENARIO_ALIASES.get(n, [n]):
+            if m not in out:
+                out.append(m)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        prog="compare.sh",
+        description="Compare ringway, nginx and HAProxy as reverse proxies on this machine.",
+        epilog="Scenarios: " + ", ".join(ALL_SCENARIOS) + " (lowconc = lowconc-1 + lowconc-8). Default: all.")
+    ap.add_argument("scenarios", nargs="*", metavar="SCENARIO")
+    ap.add_argument("--duration", type=int, default=5, help="seconds per measured round (default 5)")
+    ap.add_argument("--rounds", type=int, default=3, help="measured rounds per proxy (default 3)")
+    ap.add_argument("--warmup", type=int, default=None, help="seconds of the warm-up round (default 2, "
+                                                              "or --duration if shorter)")
+    ap.add_argument("--autocannon-duration", type=int, default=None,
+                    help="seconds of the autocannon run (default 2 x --duration = 10)")
+    ap.add_argument("--idle-conns", type=int, default=10000, help="connections in the idle scenario")
+    ap.add_argument("--base-port", type=int, default=18080,
+                    help="origin port; proxies use +1 (ringway), +2 (nginx), +3 (HAProxy); +9 stays closed")
+    ap.add_argument("--proxy-cpu", type=int, default=1)
+    ap.add_argument("--load-cpu", type=int, default=0)
+    ap.add_argument("--haproxy-maxconn", type=int, default=20000)
+    ap.add_argument("--ringway-bin", default=None,
+                    help="measure this ringway binary instead of target/release/ringway (e.g. "
+                         "target/profiling/ringway for perf); no staleness check")
+    ap.add_argument("--no-build", action="store_true",
+                    help="do not rebuild a stale target/release/ringway (the table then says STALE)")
+    ap.add_argument("--dead-upstream", choices=PROXIES, default=None,
+                    help="self-test: point this proxy at a closed port, to see failures reported")
+    ap.add_argument("--out", default=os.path.join(RESULTS, "latest"),
+                    help="results path without extension (default loadtest/results/latest)")
+    ap.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    scenarios = expand(args.scenarios)
+    known = list(WRK_SCENARIOS) + ["idle", "autocannon"]
+    bad = [s for s in scenarios if s not in known]
+    if bad:
+        ap.error(f"unknown scenario(s): {', '.join(bad)}; known: {', '.join(ALL_SCENARIOS)}, lowconc-1, lowconc-8")
+    if args.duration < 1 or args.rounds < 1:
+        ap.error("--duration and --rounds must be at least 1")
+    if args.warmup is None:
+        args.warmup = min(2, args.duration)
+
+    # Open-file limit: as high as allowed (compare.sh already tried `ulimit -n 65536`).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass
+
+    own_workdir = args.workdir is None
+    workdir = args.workdir or tempfile.mkdtemp(prefix="ringway-loadtest.")
+    h = Harness(args, workdir)
+
+    stopping = {"n": 0}
+
+    def on_signal(signum, _frame):
+        stopping["n"] += 1
+        if stopping["n"] == 1:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    started = time.time()
+    rc = 0
+    try:
+        h.precheck(scenarios)
+        # The driver itself (and the idle client) stays off the proxy's CPU.
+        try:
+            os.sched_setaffinity(0, {args.load_cpu})
+        except OSError:
+            pass
+        machine = h.machine()
+        h.write_static()
+        log(f"ringway load test: {', '.join(scenarios)}; {args.rounds} x {args.duration}s rounds "
+            f"(+{args.warmup}s warm-up); temp dir {workdir}")
+        log(f"quiet check: {h.quiet_line}")
+        for s in scenarios:
+            if s in WRK_SCENARIOS:
+                h.run_wrk_scenario(s)
+            elif s == "idle":
+                h.run_idle()
+            elif s == "autocannon":
+                h.run_autocannon()
+        elapsed = time.time() - started
+        report = build_report(h, machine, args, scenarios, elapsed)
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out + ".md", "w") as f:
+            f.write(report)
+        rows = ratio_rows(h, scenarios)
+        note = f"{machine['date']}, {args.rounds} x {args.duration} s rounds, medians; " \
+               f"ringway {machine['ringway'].split(' ')[0]}, nginx {machine['nginx']}, HAProxy {machine['haproxy']}"
+        with open(args.out + ".svg", "w") as f:
+            f.write(svg_chart(rows, note))
+        print("\n" + report)
+        log(f"written: {os.path.relpath(args.out, os.getcwd())}.md and .svg ({elapsed / 60:.1f} min)")
+        if h.failures:
+            log(f"{len(h.failures)} failure(s) detected: see the Failures section (exit code 1)")
+            rc = 1
+    except HarnessError as e:
+        print(f"\ncompare: {e}", file=sys.stderr, flush=True)
+        rc = 2
+    except KeyboardInterrupt:
+        print("\ncompare: interrupted, stopping everything it started", file=sys.stderr, flush=True)
+        rc = 130
+    finally:
+        # Further signals must not interrupt the clean-up.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        h.procs.stop_all()
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
