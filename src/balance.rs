@@ -49,6 +49,10 @@ struct ServerState {
     /// This worker's share of `max_connections`; `u32::MAX` when unlimited.
     limit: u32,
     inflight: Cell<u32>,
+    /// `slow_start` of the server's group.
+    slow_start: Option<Duration>,
+    /// The server came back at this time and is still ramping up.
+    ramp_from: Cell<Option<Instant>>,
     /// Moving average of response-header latency in µs (0 = no sample yet).
     latency: Cell<f64>,
     latency_at: Cell<Option<Instant>>,
@@ -86,6 +90,8 @@ impl Balancer {
                 backup: s.backup,
                 limit: s.max_connections.map_or(u32::MAX, |m| m.div_ceil(workers)),
                 inflight: Cell::new(0),
+                slow_start: config.upstreams[s.upstream].slow_start,
+                ramp_from: Cell::new(None),
                 latency: Cell::new(0.0),
                 latency_at: Cell::new(None),
             })
@@ -162,7 +168,7 @@ impl Balancer {
         ok: impl Fn(usize) -> bool,
     ) -> Option<usize> {
         let n = group.servers.len();
-        let weight = |pos: usize| self.servers[group.servers[pos]].weight;
+        let weight = |pos: usize| self.effective_weight(group.servers[pos], now);
         match (policy, key) {
             (Balance::RoundRobin, _) | (Balance::IpHash | Balance::ConsistentHash, None) => {
                 let start = state.cursor.get();
@@ -225,6 +231,8 @@ impl Balancer {
                 Some(b)
             }
             (Balance::IpHash, Some(mut h)) => {
+                // Configured weights, not ramping ones: the mapping must stay stable.
+                let weight = |pos: usize| self.servers[group.servers[pos]].weight;
                 let total: u64 = (0..n)
                     .filter(|&p| !self.servers[group.servers[p]].backup)
                     .map(weight)
@@ -277,6 +285,29 @@ impl Balancer {
             r -= w;
         }
         None
+    }
+
+    /// The server's weight (scaled by 100), ramped while it is in its slow start.
+    fn effective_weight(&self, server: ServerId, now: Instant) -> u64 {
+        let s = &self.servers[server];
+        let full = s.weight * 100;
+        let (Some(from), Some(ramp)) = (s.ramp_from.get(), s.slow_start) else {
+            return full;
+        };
+        let elapsed = now.saturating_duration_since(from);
+        if elapsed >= ramp {
+            s.ramp_from.set(None);
+            return full;
+        }
+        ((full as f64 * elapsed.as_secs_f64() / ramp.as_secs_f64()) as u64).max(1)
+    }
+
+    /// The server just came back: ramp its weight up over its group's `slow_start`.
+    pub fn ramp_up(&self, server: ServerId, now: Instant) {
+        let s = &self.servers[server];
+        if s.slow_start.is_some() {
+            s.ramp_from.set(Some(now));
+        }
     }
 
     /// True when position `a` carries less in-flight load per unit of weight than `b`.
@@ -583,6 +614,32 @@ mod tests {
         let share = f64::from(moved) / f64::from(keys);
         assert!(share <= 1.3 / 10.0, "moved {share}");
         assert!(per_server.iter().all(|&n| n > 500), "{per_server:?}");
+    }
+
+    #[test]
+    fn slow_start_ramps_a_recovered_servers_share() {
+        let text = "[server]\nworkers = 1\n[upstreams.a]\nbalance = \"weighted_round_robin\"\nslow_start = \"10s\"\nservers = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n[[routes]]\nupstream = \"a\"\n";
+        let c = Config::parse(text, "t").unwrap();
+        let b = Balancer::new(&c, 0);
+        let t0 = Instant::now();
+        b.ramp_up(1, t0);
+        let share = |at: Instant| {
+            let got: Vec<usize> = (0..1000)
+                .map(|_| {
+                    b.pick(0, &c.upstreams[0], Tried::default(), None, at, |_| true)
+                        .unwrap()
+                        .1
+                })
+                .collect();
+            got.iter().filter(|&&s| s == 1).count()
+        };
+        let early = share(t0 + Duration::from_secs(1));
+        let mid = share(t0 + Duration::from_secs(5));
+        let done = share(t0 + Duration::from_secs(11));
+        assert!(
+            early < 150 && mid > 250 && mid < 400 && done == 500,
+            "{early} {mid} {done}"
+        );
     }
 
     #[test]

@@ -1,31 +1,61 @@
-//! The only cross-core path: a broadcast of `Update`s to every worker.
+//! The only cross-core paths: a broadcast of `Update`s to every worker, and `Report`s
+//! from workers to the control thread.
 //!
 //! Each worker owns one crossbeam-channel receiver and drains it from its own
 //! runtime (a periodic tick), so the hot path takes no lock and touches no atomic
 //! another core writes to. Any thread may broadcast.
 
 use crate::config::ServerId;
+use crate::health::MarkDown;
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use std::time::Instant;
 
 /// A change every worker must apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Update {
-    /// The server failed and must not be picked until `until`.
+    /// Passive checks marked the server down: skip it until `down.until`.
     ServerDown {
         /// Which server.
         server: ServerId,
-        /// When it may be tried again.
-        until: Instant,
+        /// Until when, and at which back-off step.
+        down: MarkDown,
+    },
+    /// The active checker's verdict changed.
+    Health {
+        /// Which server.
+        server: ServerId,
+        /// Whether it passes its checks now.
+        up: bool,
     },
     /// Stop accepting, finish, and exit the worker.
     Shutdown,
 }
 
-/// Sending side: one sender per worker. Cheap to clone, usable from any thread.
+/// What a worker tells the control thread, which logs each transition once and
+/// broadcasts what every worker must apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// This worker marked the server down (and applied it already).
+    Down {
+        /// Which server.
+        server: ServerId,
+        /// Until when, and at which step.
+        down: MarkDown,
+        /// The failure that tipped it.
+        reason: &'static str,
+    },
+    /// A server on probation answered: it is back.
+    Recovered {
+        /// Which server.
+        server: ServerId,
+    },
+}
+
+/// Sending side: one sender per worker plus the control thread's. Cheap to clone,
+/// usable from any thread.
 #[derive(Debug, Clone)]
 pub struct Bus {
     senders: Vec<Sender<Update>>,
+    control: Sender<Report>,
 }
 
 /// One worker's receiving side.
@@ -35,15 +65,23 @@ pub struct Inbox {
 }
 
 impl Bus {
-    /// A bus with `workers` inboxes, returned in worker order.
-    pub fn new(workers: usize) -> (Bus, Vec<Inbox>) {
+    /// A bus with `workers` inboxes, returned in worker order, and the control
+    /// thread's receiver of reports.
+    pub fn new(workers: usize) -> (Bus, Vec<Inbox>, Receiver<Report>) {
         let (senders, inboxes) = (0..workers)
             .map(|_| {
                 let (tx, rx) = unbounded();
                 (tx, Inbox { rx })
             })
             .unzip();
-        (Bus { senders }, inboxes)
+        let (control, reports) = unbounded();
+        (Bus { senders, control }, inboxes, reports)
+    }
+
+    /// Tells the control thread about a transition this worker saw.
+    pub fn report(&self, report: Report) {
+        // The control thread lives as long as the proxy; if it is gone we are stopping.
+        let _ = self.control.send(report);
     }
 
     /// Delivers `update` to every worker (including the sender's own).
@@ -69,17 +107,20 @@ mod tests {
 
     #[test]
     fn every_worker_receives_every_update_in_order() {
-        let (bus, inboxes) = Bus::new(3);
-        let until = Instant::now();
+        let (bus, inboxes, _reports) = Bus::new(3);
+        let down = MarkDown {
+            until: std::time::Instant::now(),
+            step: 0,
+        };
         let other = bus.clone();
-        std::thread::spawn(move || other.broadcast(Update::ServerDown { server: 1, until }))
+        std::thread::spawn(move || other.broadcast(Update::ServerDown { server: 1, down }))
             .join()
             .unwrap();
         bus.broadcast(Update::Shutdown);
         for inbox in &inboxes {
             assert_eq!(
                 inbox.try_next(),
-                Some(Update::ServerDown { server: 1, until })
+                Some(Update::ServerDown { server: 1, down })
             );
             assert_eq!(inbox.try_next(), Some(Update::Shutdown));
             assert_eq!(inbox.try_next(), None);

@@ -49,6 +49,13 @@ pub enum ProxyError {
     /// The upstream's response head was malformed or ambiguous.
     #[error("invalid response from upstream: {0}")]
     BadResponse(&'static str),
+    /// The group's `request_timeout` expired before a response head arrived.
+    #[error("upstream request timed out (request_timeout)")]
+    RequestDeadline,
+    /// The upstream answered this 5xx status, it was to be retried, and no other
+    /// server could take the retry.
+    #[error("upstream answered {0}")]
+    UpstreamStatus(u16),
 }
 
 impl ProxyError {
@@ -66,7 +73,22 @@ impl ProxyError {
             VersionNotSupported => 505,
             ConnectFailed | UpstreamClosed | BadResponse(_) => 502,
             NoServerAvailable => 503,
-            ConnectTimeout | ResponseTimeout => 504,
+            ConnectTimeout | ResponseTimeout | RequestDeadline => 504,
+            UpstreamStatus(s) => s,
+        }
+    }
+
+    /// A short static description for logs (passive health reasons).
+    pub fn reason(self) -> &'static str {
+        use ProxyError::*;
+        match self {
+            ConnectFailed => "connect failed",
+            ConnectTimeout => "connect timed out",
+            ResponseTimeout => "no response head in time",
+            UpstreamClosed => "connection closed before a response",
+            BadResponse(r) => r,
+            UpstreamStatus(_) => "error status",
+            _ => self.kind(),
         }
     }
 
@@ -98,6 +120,8 @@ impl ProxyError {
             ResponseTimeout => "ResponseTimeout",
             UpstreamClosed => "UpstreamClosed",
             BadResponse(_) => "BadResponse",
+            RequestDeadline => "RequestTimeout",
+            UpstreamStatus(_) => "UpstreamStatus",
         }
     }
 }
@@ -118,11 +142,22 @@ pub fn reason_phrase(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
+        500 => "Internal Server Error",
         _ => "Unknown",
     }
 }
 
-/// Writes a complete plain-text error response into `out`.
+/// How proxy-made error bodies are written (`[server] error_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorFormat {
+    /// One line of plain text.
+    #[default]
+    Text,
+    /// `{"error":"ConnectFailed","message":"...","upstream":"web"}`.
+    Json,
+}
+
+/// Writes a complete error response into `out`.
 ///
 /// `upstream` names the group for upstream faults so operators can tell which one failed;
 /// `is_head` omits the body (a HEAD response has none) but keeps its length.
@@ -132,23 +167,55 @@ pub fn write_error_response(
     upstream: Option<&str>,
     close: bool,
     is_head: bool,
+    format: ErrorFormat,
 ) {
     use std::io::Write;
     let status = err.status();
-    let mut body = format!("{status} {}: {err}", reason_phrase(status));
-    if let Some(name) = upstream {
-        body.push_str(&format!(" (upstream `{name}`)"));
-    }
-    body.push('\n');
+    let (kind, body) = match format {
+        ErrorFormat::Text => {
+            let mut body = format!("{status} {}: {err}", reason_phrase(status));
+            if let Some(name) = upstream {
+                body.push_str(&format!(" (upstream `{name}`)"));
+            }
+            body.push('\n');
+            ("text/plain; charset=utf-8", body)
+        }
+        ErrorFormat::Json => {
+            let mut body = format!(
+                "{{\"error\":\"{}\",\"status\":{status},\"message\":\"{}\"",
+                err.kind(),
+                json_escape(&err.to_string())
+            );
+            if let Some(name) = upstream {
+                body.push_str(&format!(",\"upstream\":\"{}\"", json_escape(name)));
+            }
+            body.push_str("}\n");
+            ("application/json", body)
+        }
+    };
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nvia: 1.1 ringway\r\n{}\r\n{}",
+        "HTTP/1.1 {status} {}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nvia: 1.1 ringway\r\n{}\r\n{}",
         reason_phrase(status),
         body.len(),
         if close { "connection: close\r\n" } else { "" },
         if is_head { "" } else { &body },
     );
+}
+
+/// Escapes a string for a JSON string literal.
+fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -174,6 +241,7 @@ mod tests {
             Some("web"),
             true,
             false,
+            ErrorFormat::Text,
         );
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
@@ -181,5 +249,25 @@ mod tests {
         let body = text.split("\r\n\r\n").nth(1).unwrap();
         assert!(text.contains(&format!("content-length: {}\r\n", body.len())));
         assert!(body.contains("`web`"));
+    }
+
+    #[test]
+    fn json_errors_name_the_kind_and_upstream() {
+        let mut out = Vec::new();
+        write_error_response(
+            &mut out,
+            ProxyError::ConnectFailed,
+            Some("we\"b"),
+            false,
+            false,
+            ErrorFormat::Json,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("content-type: application/json\r\n"));
+        let body = text.split("\r\n\r\n").nth(1).unwrap();
+        assert_eq!(
+            body,
+            "{\"error\":\"ConnectFailed\",\"status\":502,\"message\":\"cannot connect to upstream\",\"upstream\":\"we\\\"b\"}\n"
+        );
     }
 }

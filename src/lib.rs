@@ -17,7 +17,9 @@
 //! - [`buf`]: the reusable per-connection read buffer and owned-buffer I/O.
 //! - [`route`]: which upstream group a request goes to.
 //! - [`balance`], [`pool`], [`health`]: per-worker picking, keep-alive pools, passive health.
-//! - [`bus`]: broadcast of updates to every worker.
+//! - [`retry`]: the per-worker retry budget.
+//! - [`bus`]: broadcast of updates to every worker, reports to the control thread.
+//! - [`control`]: the control thread: active health checks, health transitions and their log.
 //! - [`backend`]: the built-in demo origin server.
 //! - [`error`]: every request failure and the status it maps to.
 //! - [`log`]: stderr logging.
@@ -29,12 +31,14 @@ pub mod buf;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod health;
 pub mod http;
 pub mod log;
 pub mod pool;
 pub mod proxy;
+pub mod retry;
 pub mod route;
 pub mod server;
 pub mod worker;

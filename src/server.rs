@@ -6,6 +6,7 @@
 
 use crate::bus::{Bus, Update};
 use crate::config::Config;
+use crate::control::{self, Control};
 use crate::worker::{self, Driver, Startup};
 use crate::{info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -26,6 +27,7 @@ pub struct Running {
     threads: Vec<JoinHandle<()>>,
     exits: mpsc::Receiver<usize>,
     drivers: Vec<Driver>,
+    control: Control,
 }
 
 /// Binds every listen address for every worker and starts the workers.
@@ -51,7 +53,8 @@ pub fn start(config: Config) -> io::Result<Running> {
         addrs.push(real);
     }
 
-    let (bus, inboxes) = Bus::new(workers);
+    let (bus, inboxes, reports) = Bus::new(workers);
+    let control = control::spawn(config.clone(), bus.clone(), reports)?;
     let (exit_tx, exits) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -89,6 +92,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         threads,
         exits,
         drivers: Vec::new(),
+        control,
     };
     for _ in 0..workers {
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
@@ -162,6 +166,7 @@ impl Running {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        self.control.stop();
         info!("stopped");
     }
 }

@@ -9,6 +9,7 @@ use crate::bus::{Bus, Inbox, Update};
 use crate::config::Config;
 use crate::health::Health;
 use crate::pool::Pool;
+use crate::retry::Budget;
 use crate::route::Router;
 use crate::{error, info, proxy, warn};
 use monoio::net::TcpListener;
@@ -46,6 +47,8 @@ pub struct Worker {
     pub router: Router,
     /// Round-robin cursors.
     pub balancer: Balancer,
+    /// Retry budget per upstream group.
+    pub budgets: Vec<Budget>,
     /// Idle upstream connections.
     pub pool: Pool,
     /// Unique per worker run: the first half of generated request ids.
@@ -142,6 +145,11 @@ async fn serve(start: Startup) {
         balancer: Balancer::new(&config, id),
         router: Router::new(&config),
         pool: Pool::new(config.servers.len()),
+        budgets: config
+            .upstreams
+            .iter()
+            .map(|u| Budget::new(u.retry_budget, Instant::now()))
+            .collect(),
         now: Cell::new(Instant::now()),
         id_prefix: id_prefix(id),
         id_seq: Cell::new(0),
@@ -166,7 +174,12 @@ async fn serve(start: Startup) {
         worker.now.set(now);
         while let Some(update) = inbox.try_next() {
             match update {
-                Update::ServerDown { server, until } => worker.health.mark_down(server, until),
+                Update::ServerDown { server, down } => worker.health.apply_down(server, down),
+                Update::Health { server, up } => {
+                    if worker.health.apply_active(server, up) {
+                        worker.balancer.ramp_up(server, now);
+                    }
+                }
                 Update::Shutdown => return,
             }
         }

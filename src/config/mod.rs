@@ -8,11 +8,14 @@ pub mod headers;
 mod raw;
 pub mod routes;
 pub mod units;
+pub mod upstream;
 
 pub use headers::{HeaderEdits, Template, Var};
 pub use routes::{HostMatch, PathMatch, Route, ValueMatch};
+pub use upstream::{Balance, HashKey, HealthCheck, RetryOn, Server, Upstream};
 
-use raw::{OneOrMany, RawConfig, RawServerEntry};
+use crate::error::ErrorFormat;
+use raw::{OneOrMany, RawConfig};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
@@ -59,130 +62,12 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Longest request line; 414 beyond.
     pub max_request_line: usize,
+    /// How proxy-made error responses are written.
+    pub error_format: ErrorFormat,
     /// Edits to every forwarded request's headers (before a route's own).
     pub request_headers: HeaderEdits,
     /// Edits to every response's headers (before a route's own).
     pub response_headers: HeaderEdits,
-}
-
-/// Balancing policies (`balance = "..."`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Balance {
-    /// Each worker walks the server list in turn, starting at its own offset.
-    RoundRobin,
-    /// Smooth weighted round robin (nginx's algorithm): no bursts to the heavy server.
-    WeightedRoundRobin,
-    /// Weighted random.
-    Random,
-    /// Power of two random choices, the one with fewer in-flight requests wins.
-    P2c,
-    /// Fewest in-flight requests (per worker), relative to weight.
-    LeastConn,
-    /// Lowest decaying average of response-header latency, times in-flight requests.
-    LeastTime,
-    /// Hash of the client address: a client sticks to a server while it is up.
-    IpHash,
-    /// Ketama ring over `hash_key`: removing one of N servers remaps about 1/N of keys.
-    ConsistentHash,
-}
-
-impl Balance {
-    /// Every policy with its config name.
-    pub const ALL: [(&'static str, Balance); 8] = [
-        ("round_robin", Balance::RoundRobin),
-        ("weighted_round_robin", Balance::WeightedRoundRobin),
-        ("random", Balance::Random),
-        ("p2c", Balance::P2c),
-        ("least_conn", Balance::LeastConn),
-        ("least_time", Balance::LeastTime),
-        ("ip_hash", Balance::IpHash),
-        ("consistent_hash", Balance::ConsistentHash),
-    ];
-}
-
-/// What `consistent_hash` hashes (`hash_key = "..."`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashKey {
-    /// `$remote_addr`: the client's IP address.
-    RemoteAddr,
-    /// `$header_NAME`: a request header (underscores in NAME stand for dashes).
-    Header(String),
-    /// `$cookie_NAME`: one cookie from the Cookie header.
-    Cookie(String),
-    /// `$uri`: the request path, without the query.
-    Uri,
-}
-
-impl HashKey {
-    /// Parses a `hash_key` value.
-    pub fn parse(text: &str) -> Result<HashKey, String> {
-        let bad = || {
-            format!(
-                "unknown variable `{text}` (use $remote_addr, $uri, $header_NAME or $cookie_NAME)"
-            )
-        };
-        match text {
-            "$remote_addr" => Ok(HashKey::RemoteAddr),
-            "$uri" => Ok(HashKey::Uri),
-            _ => {
-                if let Some(name) = text.strip_prefix("$header_").filter(|n| !n.is_empty()) {
-                    if !name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-                    {
-                        return Err(bad());
-                    }
-                    Ok(HashKey::Header(name.replace('_', "-").to_ascii_lowercase()))
-                } else if let Some(name) = text.strip_prefix("$cookie_").filter(|n| !n.is_empty()) {
-                    Ok(HashKey::Cookie(name.to_string()))
-                } else {
-                    Err(bad())
-                }
-            }
-        }
-    }
-}
-
-/// One upstream group, `[upstreams.NAME]`.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    /// The group's name as written in the config.
-    pub name: String,
-    /// The group's servers, as ids into `Config::servers`; never empty.
-    pub servers: Vec<ServerId>,
-    /// How a server is picked.
-    pub balance: Balance,
-    /// What `consistent_hash` hashes (`None` for the other policies).
-    pub hash_key: Option<HashKey>,
-    /// Time allowed to establish a TCP connection to a server.
-    pub connect_timeout: Duration,
-    /// Time allowed between sending the request and receiving the response head.
-    pub response_header_timeout: Duration,
-    /// Longest gap allowed between two reads of a response body.
-    pub read_timeout: Duration,
-    /// Most idle keep-alive connections kept per server per worker.
-    pub keepalive: usize,
-    /// How long an idle upstream connection is kept.
-    pub keepalive_timeout: Duration,
-    /// Consecutive connect failures that mark a server down.
-    pub max_fails: u32,
-    /// How long a server stays down once marked.
-    pub fail_timeout: Duration,
-}
-
-/// One upstream server.
-#[derive(Debug, Clone)]
-pub struct Server {
-    /// The group this server belongs to.
-    pub upstream: UpstreamId,
-    /// Where to connect.
-    pub addr: SocketAddr,
-    /// Relative weight (used by weighted policies).
-    pub weight: u32,
-    /// Most concurrent requests to this server across the process (split per worker).
-    pub max_connections: Option<u32>,
-    /// Used only when no primary server of the group can take the request.
-    pub backup: bool,
 }
 
 /// Why a config was rejected; every variant names the file and, where it can, the key and line.
@@ -233,10 +118,23 @@ impl Config {
 
     /// Parses and validates config text; `origin` names it in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            origin: origin.to_string(),
-            line: e.span().map_or(1, |s| line_of(text, s.start)),
-            message: e.message().trim().to_string(),
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim();
+            ConfigError::Parse {
+                origin: origin.to_string(),
+                line: e.span().map_or(1, |s| line_of(text, s.start)),
+                // Values rejected while deserializing (durations, sizes) come without
+                // their key: name it, as every other config error does.
+                message: match e.span().and_then(|s| key_at(text, s.start)) {
+                    Some(key)
+                        if !message
+                            .contains(&format!("`{}`", key.rsplit('.').next().unwrap_or(""))) =>
+                    {
+                        format!("`{key}`: {message}")
+                    }
+                    _ => message.to_string(),
+                },
+            }
         })?;
         Validator { text, origin }.validate(raw)
     }
@@ -253,6 +151,39 @@ impl Config {
             self.routes.len()
         )
     }
+}
+
+/// The dotted key (`upstreams.web.connect_timeout`, `routes[1].path`) of the
+/// `key = value` line at `offset`, from the nearest table header above it.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let (key, _) = text[start..].lines().next()?.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('#') || key.starts_with('[') {
+        return None;
+    }
+    let before = &text[..start];
+    let table = before.lines().rev().find_map(|l| {
+        let l = l.trim();
+        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            let name = name.0.trim();
+            let index = before
+                .lines()
+                .filter(|x| x.trim().starts_with("[[") && x.contains(name))
+                .count();
+            Some(format!("{name}[{}]", index.saturating_sub(1)))
+        } else {
+            l.strip_prefix('[')
+                .and_then(|r| r.split_once(']'))
+                .map(|(n, _)| n.trim().to_string())
+        }
+    });
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -303,6 +234,18 @@ impl Validator<'_> {
                     .or_else(|(sub, m)| self.err(span, format!("{key}.{sub}"), m))
             }
         }
+    }
+
+    fn count(&self, v: &Spanned<i64>, key: &str, max: i64) -> Result<usize, ConfigError> {
+        let n = *v.get_ref();
+        if n < 0 || n > max {
+            return self.err(
+                v.span(),
+                key.into(),
+                format!("must be between 0 and {max}, got {n}"),
+            );
+        }
+        Ok(n as usize)
     }
 
     fn positive(&self, v: &Spanned<i64>, key: &str, max: i64) -> Result<usize, ConfigError> {
@@ -376,6 +319,21 @@ impl Validator<'_> {
             max_header_bytes: max_header_bytes as usize,
             max_headers: self.positive(&s.max_headers, "server.max_headers", 1000)?,
             max_request_line: max_request_line as usize,
+            error_format: match s
+                .error_format
+                .as_ref()
+                .map(|f| (f.get_ref().as_str(), f.span()))
+            {
+                None | Some(("text", _)) => ErrorFormat::Text,
+                Some(("json", _)) => ErrorFormat::Json,
+                Some((other, span)) => {
+                    return self.err(
+                        span,
+                        "server.error_format".into(),
+                        format!("`{other}` is not a format (use \"text\" or \"json\")"),
+                    )
+                }
+            },
             request_headers: self.edits(s.request_headers, "server.request_headers", false)?,
             response_headers: self.edits(s.response_headers, "server.response_headers", true)?,
         };
@@ -383,103 +341,8 @@ impl Validator<'_> {
         let mut upstreams = Vec::new();
         let mut servers = Vec::new();
         for (name, up) in raw.upstreams {
-            let up = up.into_inner();
-            let key = |k: &str| format!("upstreams.{name}.{k}");
-            let name_of = up.balance.get_ref().as_str();
-            let Some(&(_, balance)) = Balance::ALL.iter().find(|(n, _)| *n == name_of) else {
-                let known: Vec<&str> = Balance::ALL.iter().map(|(n, _)| *n).collect();
-                return self.err(
-                    up.balance.span(),
-                    key("balance"),
-                    format!("unknown policy `{name_of}` (known: {})", known.join(", ")),
-                );
-            };
-            let hash_key = match (&up.hash_key, balance) {
-                (Some(k), Balance::ConsistentHash) => match HashKey::parse(k.get_ref()) {
-                    Ok(h) => Some(h),
-                    Err(m) => return self.err(k.span(), key("hash_key"), m),
-                },
-                (None, Balance::ConsistentHash) => Some(HashKey::RemoteAddr),
-                (Some(k), _) => {
-                    return self.err(
-                        k.span(),
-                        key("hash_key"),
-                        "is only used with balance = \"consistent_hash\"".into(),
-                    )
-                }
-                (None, _) => None,
-            };
-            let list_span = up.servers.span();
-            let list = up.servers.into_inner();
-            if list.is_empty() {
-                return self.err(
-                    list_span,
-                    key("servers"),
-                    "needs at least one server".into(),
-                );
-            }
             let id = upstreams.len();
-            let mut ids = Vec::new();
-            for entry in list {
-                let span = entry.span();
-                let (addr, weight, max_connections, backup) = match entry.into_inner() {
-                    RawServerEntry::Addr(a) => (a, 1, None, false),
-                    RawServerEntry::Table(t) => (t.addr, t.weight, t.max_connections, t.backup),
-                };
-                let addr = match resolve(&addr) {
-                    Ok(a) if a.port() != 0 => a,
-                    Ok(_) => {
-                        return self.err(span, key("servers"), format!("`{addr}` needs a port"))
-                    }
-                    Err(m) => return self.err(span, key("servers"), m),
-                };
-                if !(1..=1000).contains(&weight) {
-                    return self.err(
-                        span,
-                        key("servers"),
-                        format!("weight must be between 1 and 1000, got {weight}"),
-                    );
-                }
-                let max_connections = match max_connections {
-                    None => None,
-                    Some(m) if (1..=1_000_000).contains(&m) => Some(m as u32),
-                    Some(m) => {
-                        return self.err(
-                            span,
-                            key("servers"),
-                            format!("max_connections must be between 1 and 1000000, got {m}"),
-                        )
-                    }
-                };
-                ids.push(servers.len());
-                servers.push(Server {
-                    upstream: id,
-                    addr,
-                    weight: weight as u32,
-                    max_connections,
-                    backup,
-                });
-            }
-            if ids.iter().all(|&s| servers[s].backup) {
-                return self.err(
-                    list_span,
-                    key("servers"),
-                    "needs at least one server that is not `backup`".into(),
-                );
-            }
-            upstreams.push(Upstream {
-                balance,
-                hash_key,
-                servers: ids,
-                connect_timeout: up.connect_timeout.0,
-                response_header_timeout: up.response_header_timeout.0,
-                read_timeout: up.read_timeout.0,
-                keepalive: self.positive(&up.keepalive, &key("keepalive"), 100_000)?,
-                keepalive_timeout: up.keepalive_timeout.0,
-                max_fails: self.positive(&up.max_fails, &key("max_fails"), 1000)? as u32,
-                fail_timeout: up.fail_timeout.0,
-                name,
-            });
+            upstreams.push(self.upstream(name, up.into_inner(), id, &mut servers)?);
         }
 
         if raw.routes.is_empty() {
@@ -620,6 +483,17 @@ upstream = "api"
         assert!(e.contains(":3") && e.contains("fortnights"), "{e}");
         let e = err("[server]\nlisten = \"127.0.0.1\"\n");
         assert!(e.contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_unit_names_the_dotted_key() {
+        let e = err("[upstreams.web]\nservers=[\"127.0.0.1:1\"]\nread_timeout = \"5 parsecs\"\n[[routes]]\nupstream = \"web\"\n[[routes]]\nupstream = \"web\"\npath = 3\n");
+        assert!(
+            e.contains("`upstreams.web.read_timeout`") && e.contains(":3"),
+            "{e}"
+        );
+        let e = err("[upstreams.web]\nservers=[\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"web\"\n[[routes]]\nupstream = \"web\"\npath = 3\n");
+        assert!(e.contains("routes[1].path"), "{e}");
     }
 
     #[test]

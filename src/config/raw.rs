@@ -50,6 +50,7 @@ pub struct RawServer {
     pub max_request_line: Spanned<Size>,
     pub request_headers: Option<Spanned<RawHeaderEdits>>,
     pub response_headers: Option<Spanned<RawHeaderEdits>>,
+    pub error_format: Option<Spanned<String>>,
 }
 
 impl Default for RawServer {
@@ -65,6 +66,7 @@ impl Default for RawServer {
             max_request_line: d_8k(),
             request_headers: None,
             response_headers: None,
+            error_format: None,
         }
     }
 }
@@ -112,7 +114,68 @@ pub struct RawUpstream {
     #[serde(default = "d_1")]
     pub max_fails: Spanned<i64>,
     #[serde(default = "d_10s")]
-    pub fail_timeout: Dur,
+    pub fail_window: Dur,
+    pub fail_timeout: Option<Dur>,
+    pub backoff: Option<Spanned<Vec<Dur>>>,
+    pub fail_on_status: Option<Spanned<Vec<i64>>>,
+    #[serde(default = "d_2")]
+    pub retries: Spanned<i64>,
+    pub retry_on: Option<Spanned<Vec<String>>>,
+    #[serde(default = "d_64k")]
+    pub retry_body_max: Spanned<Size>,
+    pub idempotent_methods: Option<Spanned<Vec<String>>>,
+    pub retry_budget: Option<Spanned<f64>>,
+    pub request_timeout: Option<Dur>,
+    pub slow_start: Option<Dur>,
+    pub health: Option<Spanned<RawHealth>>,
+}
+
+/// `[upstreams.NAME.health]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    pub host: Option<String>,
+    #[serde(default = "d_2s")]
+    pub interval: Dur,
+    #[serde(default = "d_1s")]
+    pub timeout: Dur,
+    #[serde(default = "d_2")]
+    pub rise: Spanned<i64>,
+    #[serde(default = "d_3")]
+    pub fall: Spanned<i64>,
+    pub expect_status: Option<Spanned<StatusSpec>>,
+    pub start: Option<Spanned<String>>,
+}
+
+/// `expect_status = "200-399"`, `= 204` or `= [200, "300-302"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    /// One status or range.
+    One(StatusItem),
+    /// A list of statuses or ranges.
+    Many(Vec<StatusItem>),
+}
+
+/// One status (`200`) or range (`"200-299"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StatusItem {
+    /// A number.
+    Num(i64),
+    /// A number or range as text.
+    Text(String),
+}
+
+impl std::fmt::Display for StatusItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatusItem::Num(n) => write!(f, "{n}"),
+            StatusItem::Text(t) => f.write_str(t),
+        }
+    }
 }
 
 /// `[[routes]]`
@@ -151,6 +214,24 @@ fn default_listen() -> Spanned<OneOrMany<String>> {
 }
 fn default_balance() -> Spanned<String> {
     Spanned::new(0..0, "round_robin".to_string())
+}
+fn default_health_path() -> String {
+    "/".to_string()
+}
+fn d_2() -> Spanned<i64> {
+    Spanned::new(0..0, 2)
+}
+fn d_3() -> Spanned<i64> {
+    Spanned::new(0..0, 3)
+}
+fn d_1s() -> Dur {
+    Dur(std::time::Duration::from_secs(1))
+}
+fn d_2s() -> Dur {
+    Dur(std::time::Duration::from_secs(2))
+}
+fn d_64k() -> Spanned<Size> {
+    Spanned::new(0..0, Size(64 * 1024))
 }
 fn one() -> i64 {
     1

@@ -358,7 +358,7 @@ mod tests {
         let mut out = Vec::new();
         let fwd = Forward {
             path: [req.path().as_bytes(), b""],
-            query: req.target[req.path().len()..].as_bytes(),
+            query: &req.target.as_bytes()[req.path().len()..],
             edits: None,
             request_id: None,
         };

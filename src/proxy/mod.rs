@@ -6,22 +6,18 @@
 //! the task (buffers are reused across requests) or by its `Worker` (pools, cursors,
 //! health); nothing here takes a lock or touches another core's memory.
 
-use crate::balance::{hash_bytes, Balancer, Tried};
+mod upstream;
+
+use crate::balance::{hash_bytes, Tried};
 use crate::body::{Relay, RelayError};
 use crate::buf::{write_vec, Buf, Fill};
-use crate::bus::Update;
 use crate::config::{Balance, HashKey, PathMatch, ServerId, Upstream, UpstreamId, Var};
-use crate::error::{write_error_response, ProxyError};
+use crate::error::{write_error_response, ErrorFormat, ProxyError};
 use crate::http::path;
 use crate::http::request::{self, Limits};
-use crate::http::response::{self, MAX_RESPONSE_HEAD};
-use crate::http::rewrite::{
-    write_client_response, write_upstream_request, Edits, Forward, Peer, Vars,
-};
+use crate::http::rewrite::{write_upstream_request, Edits, Forward, Peer, Vars};
 use crate::http::{strip_port, Framing, Version};
-use crate::pool::UpConn;
 use crate::route::RequestView;
-use crate::warn;
 use crate::worker::Worker;
 use monoio::net::TcpStream;
 use monoio::time::{timeout, timeout_at};
@@ -29,6 +25,7 @@ use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
+use upstream::{send_keep, HeadError, InFlight, Upstreams};
 
 /// Header slots on the stack per parse; `server.max_headers` is capped to this.
 pub const MAX_HEADER_SLOTS: usize = 512;
@@ -52,6 +49,8 @@ struct Head {
     route: Option<(usize, UpstreamId)>,
     /// The request's key for `ip_hash` / `consistent_hash`, when its group uses one.
     hash: Option<u64>,
+    /// The method is in the group's `idempotent_methods`: safe to send twice.
+    idempotent: bool,
     /// `$request_id`, when the config uses it.
     request_id: RequestId,
     /// `$host` for response header edits, kept only when they use it.
@@ -102,16 +101,6 @@ impl RequestId {
     }
 }
 
-/// What the response head said.
-#[derive(Debug, Clone, Copy)]
-struct RespHead {
-    len: usize,
-    input: Framing,
-    output: Framing,
-    reusable: bool,
-    close_client: bool,
-}
-
 /// How one exchange ended, for the keep-alive decision.
 enum Outcome {
     /// The exchange completed; keep the client connection if this is true.
@@ -119,14 +108,6 @@ enum Outcome {
     /// Answer with this error. `drained`: the request body was fully read, so the
     /// connection is still at a request boundary and may be kept.
     Error { err: ProxyError, drained: bool },
-}
-
-/// Why waiting for a response head failed.
-enum HeadError {
-    /// A pooled connection closed before sending a byte: safe to retry on a fresh one.
-    DeadReused,
-    /// Anything else, answered to the client.
-    Proxy(ProxyError),
 }
 
 /// Serves one client connection until it closes or must be closed.
@@ -140,6 +121,7 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
         max_headers: config.server.max_headers.min(MAX_HEADER_SLOTS),
         max_request_line: config.server.max_request_line,
     };
+    let format = config.server.error_format;
     let mut first = true;
     loop {
         let head = match read_head(
@@ -156,7 +138,13 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
             Ok(Some(h)) => h,
             Ok(None) => return,
             Err(e) => {
-                respond_error(&mut client, &mut out, e, None, true, false).await;
+                let reply = ErrorReply {
+                    err: e,
+                    upstream: None,
+                    close: true,
+                    is_head: false,
+                };
+                respond_error(&mut client, &mut out, format, reply).await;
                 return linger_close(client, &mut cbuf).await;
             }
         };
@@ -167,15 +155,13 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
             if keep {
                 cbuf.consume(head.len);
             }
-            respond_error(
-                &mut client,
-                &mut out,
-                ProxyError::NoRoute,
-                None,
-                !keep,
-                head.is_head,
-            )
-            .await;
+            let reply = ErrorReply {
+                err: ProxyError::NoRoute,
+                upstream: None,
+                close: !keep,
+                is_head: head.is_head,
+            };
+            respond_error(&mut client, &mut out, format, reply).await;
             if keep {
                 continue;
             }
@@ -196,8 +182,13 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
             Outcome::Done { keep_alive: false } => return,
             Outcome::Error { err, drained } => {
                 let keep = drained && head.keep_alive;
-                let name = &config.upstreams[upstream].name;
-                respond_error(&mut client, &mut out, err, Some(name), !keep, head.is_head).await;
+                let reply = ErrorReply {
+                    err,
+                    upstream: Some(&config.upstreams[upstream].name),
+                    close: !keep,
+                    is_head: head.is_head,
+                };
+                respond_error(&mut client, &mut out, format, reply).await;
                 if !keep {
                     return linger_close(client, &mut cbuf).await;
                 }
@@ -334,6 +325,7 @@ fn prepare(
         is_head: req.is_head(),
         route: None,
         hash: None,
+        idempotent: false,
         request_id: RequestId::NONE,
         resp_host: None,
     };
@@ -343,7 +335,9 @@ fn prepare(
     };
     let route = worker.router.route(index);
     head.route = Some((index, route.upstream));
-    head.hash = request_hash(&config.upstreams[route.upstream], &view, peer);
+    let group = &config.upstreams[route.upstream];
+    head.hash = request_hash(group, &view, peer);
+    head.idempotent = group.idempotent_methods.iter().any(|m| m == req.method);
 
     let rest = match &route.path {
         PathMatch::Prefix(p) if p != "/" => &path[p.len()..],
@@ -425,26 +419,35 @@ fn request_hash(group: &Upstream, req: &RequestView<'_>, peer: &Peer) -> Option<
     Some(hash_bytes(key))
 }
 
-/// Counts a request against its server's in-flight total until dropped.
-struct InFlight<'a> {
-    balancer: &'a Balancer,
-    server: ServerId,
+/// A failure before the response head, sorted by what may be retried.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    /// No response head in time.
+    Timeout(ProxyError),
+    /// The connection closed or reset before a response head.
+    Reset,
+    /// A 5xx status `retry_on` names.
+    Status(u16),
+    /// Anything else: answered, never retried.
+    Fatal(ProxyError),
 }
 
-impl<'a> InFlight<'a> {
-    fn new(balancer: &'a Balancer, server: ServerId) -> InFlight<'a> {
-        balancer.start(server);
-        InFlight { balancer, server }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.balancer.finish(self.server);
+impl Failure {
+    fn error(self) -> ProxyError {
+        match self {
+            Failure::Timeout(e) | Failure::Fatal(e) => e,
+            Failure::Reset => ProxyError::UpstreamClosed,
+            Failure::Status(s) => ProxyError::UpstreamStatus(s),
+        }
     }
 }
 
 /// Forwards one request to `upstream` and relays the response.
+///
+/// Small bodies (up to `retry_body_max`) are read whole first so the request can be
+/// resent: after a dead pooled connection (always), and for idempotent requests after a
+/// timeout, reset or retryable status (per `retry_on`, `retries` and the budget).
+/// Larger bodies are streamed and never retried once sent.
 async fn exchange(
     worker: &Worker,
     upstream: UpstreamId,
@@ -469,39 +472,65 @@ async fn exchange(
             },
         })
     };
-    // A body that is already entirely buffered can be re-sent if a pooled connection
-    // turns out dead; a streamed one cannot.
-    let buffered_body = match head.body {
+    let ups = Upstreams {
+        worker,
+        group,
+        upstream,
+        head,
+        deadline: group.request_timeout.map(|t| Instant::now() + t),
+    };
+    let budget = &worker.budgets[upstream];
+    budget.request(worker.now.get());
+
+    let body_len = match head.body {
         Framing::None => Some(0),
         Framing::Length(n) => usize::try_from(n)
             .ok()
-            .filter(|&n| cbuf.len() - head.len >= n),
+            .filter(|&n| n <= group.retry_body_max || cbuf.len() - head.len >= n),
         Framing::Chunked | Framing::Close => None,
     };
-    let coalesced = buffered_body.is_some_and(|n| n <= COALESCE_MAX);
-    if let (true, Some(n)) = (coalesced, buffered_body) {
+    if let Some(n) = body_len {
+        if cbuf.len() - head.len < n {
+            if head.expect_continue
+                && cbuf.len() == head.len
+                && send_continue(client).await.is_err()
+            {
+                return Outcome::Done { keep_alive: false };
+            }
+            if read_body(client, cbuf, head.len + n, config.server.body_timeout)
+                .await
+                .is_err()
+            {
+                // The client vanished or stalled mid-body: nothing to answer.
+                return Outcome::Done { keep_alive: false };
+            }
+        }
+    }
+    let coalesced = body_len.is_some_and(|n| n <= COALESCE_MAX);
+    if let (true, Some(n)) = (coalesced, body_len) {
         out.extend_from_slice(&cbuf.data()[head.len..head.len + n]);
     }
+    let replayable = body_len.is_some();
+    let may_retry = replayable && head.idempotent;
 
     let mut tried = Tried::default();
     let mut retried_fresh = false;
     let mut fresh_for: Option<ServerId> = None;
+    let mut retries_left = group.retries;
+    let mut last_failure: Option<ProxyError> = None;
     let mut flight: Option<InFlight<'_>> = None;
     let mut sent_at = None;
     let (mut up, resp) = loop {
-        let mut conn = match acquire(
-            worker,
-            group,
-            upstream,
-            &mut tried,
-            fresh_for.take(),
-            buffered_body.is_some(),
-            head.hash,
-        )
-        .await
-        {
+        let mut conn = match ups.acquire(&mut tried, fresh_for.take(), replayable).await {
             Ok(c) => c,
-            Err(err) => return error_before_body(err, head, cbuf, buffered_body),
+            Err(err) => {
+                // After a failed attempt, "nobody else to try" is less telling than why.
+                let err = match (err, last_failure) {
+                    (ProxyError::NoServerAvailable, Some(prev)) => prev,
+                    _ => err,
+                };
+                return error_before_body(err, head, cbuf, body_len);
+            }
         };
         // Replacing the guard ends the count for a server given up on.
         flight.replace(InFlight::new(&worker.balancer, conn.server));
@@ -509,22 +538,25 @@ async fn exchange(
             sent_at = Some(Instant::now());
         }
         let mut sent = send_keep(&mut conn.stream, out).await;
-        if let (Ok(()), false, Some(n)) = (&sent, coalesced, buffered_body) {
+        if let (Ok(()), false, Some(n)) = (&sent, coalesced, body_len) {
             // Written from the client buffer without consuming it, so a retry can resend.
             sent = cbuf.write_range(&mut conn.stream, head.len, n).await;
         }
-        if sent.is_err() {
+        let failure = if sent.is_err() {
             if conn.reused && !retried_fresh {
                 retried_fresh = true;
                 fresh_for = Some(conn.server);
                 continue;
             }
-            return error_before_body(ProxyError::UpstreamClosed, head, cbuf, buffered_body);
-        }
-
-        if let Some(n) = buffered_body {
+            Failure::Reset
+        } else if let Some(n) = body_len {
             let edits = resp_edits(conn.server);
-            match read_response_head(group, head, &mut conn, out, edits.as_ref()).await {
+            let retry = (may_retry && retries_left > 0 && budget.allows(worker.now.get()))
+                .then_some(&group.retry_on);
+            match ups
+                .read_response_head(&mut conn, out, edits.as_ref(), retry)
+                .await
+            {
                 Ok(r) => {
                     cbuf.consume(head.len + n);
                     break (conn, r);
@@ -535,69 +567,93 @@ async fn exchange(
                     fresh_for = Some(conn.server);
                     continue;
                 }
-                Err(HeadError::DeadReused) => {
-                    return error_before_body(
-                        ProxyError::UpstreamClosed,
-                        head,
-                        cbuf,
-                        buffered_body,
-                    );
-                }
-                Err(HeadError::Proxy(err)) => {
-                    return error_before_body(err, head, cbuf, buffered_body)
-                }
+                Err(HeadError::DeadReused) => Failure::Reset,
+                Err(HeadError::Retry(status)) => Failure::Status(status),
+                Err(HeadError::Proxy(e)) => classify(e),
             }
-        }
-
-        // Streamed body: answer 100-continue, relay the body, then read the response.
-        cbuf.consume(head.len);
-        if head.expect_continue && cbuf.is_empty() {
-            out.clear();
-            out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            if write_vec(client, out).await.is_err() {
+        } else {
+            // Streamed body: answer 100-continue, relay the body, then read the response.
+            // Nothing here is retried: the body is gone once sent.
+            cbuf.consume(head.len);
+            if head.expect_continue && cbuf.is_empty() && send_continue(client).await.is_err() {
                 return Outcome::Done { keep_alive: false };
             }
-        }
-        out.clear();
-        let mut relay = Relay {
-            src: &mut *client,
-            buf: &mut *cbuf,
-            dst: &mut conn.stream,
-            out: &mut *out,
-            read_timeout: config.server.body_timeout,
-            write_timeout: group.read_timeout,
-            max_buf: config.server.max_header_bytes.max(CLIENT_BUF),
-        };
-        match relay.run(head.body, head.body).await {
-            Ok(()) => {}
-            Err(RelayError::Framing(_)) => {
-                return Outcome::Error {
-                    err: ProxyError::BadRequest("invalid chunked body"),
-                    drained: false,
-                };
+            out.clear();
+            let mut relay = Relay {
+                src: &mut *client,
+                buf: &mut *cbuf,
+                dst: &mut conn.stream,
+                out: &mut *out,
+                read_timeout: config.server.body_timeout,
+                write_timeout: group.read_timeout,
+                max_buf: config.server.max_header_bytes.max(CLIENT_BUF),
+            };
+            match relay.run(head.body, head.body).await {
+                Ok(()) => {}
+                Err(RelayError::Framing(_)) => {
+                    return Outcome::Error {
+                        err: ProxyError::BadRequest("invalid chunked body"),
+                        drained: false,
+                    };
+                }
+                Err(RelayError::Write(_) | RelayError::WriteTimeout) => {
+                    ups.failed(conn.server, "connection closed while sending the body");
+                    return Outcome::Error {
+                        err: ProxyError::UpstreamClosed,
+                        drained: false,
+                    };
+                }
+                // The client vanished or stalled mid-body: nothing to answer.
+                Err(_) => return Outcome::Done { keep_alive: false },
             }
-            Err(RelayError::Write(_) | RelayError::WriteTimeout) => {
-                return Outcome::Error {
-                    err: ProxyError::UpstreamClosed,
-                    drained: false,
-                };
-            }
-            // The client vanished or stalled mid-body: nothing to answer.
-            Err(_) => return Outcome::Done { keep_alive: false },
-        }
-        let edits = resp_edits(conn.server);
-        match read_response_head(group, head, &mut conn, out, edits.as_ref()).await {
-            Ok(r) => break (conn, r),
-            Err(HeadError::DeadReused) => {
-                return Outcome::Error {
-                    err: ProxyError::UpstreamClosed,
-                    drained: true,
+            let edits = resp_edits(conn.server);
+            match ups
+                .read_response_head(&mut conn, out, edits.as_ref(), None)
+                .await
+            {
+                Ok(r) => break (conn, r),
+                Err(HeadError::DeadReused | HeadError::Retry(_)) => {
+                    ups.failed(conn.server, ProxyError::UpstreamClosed.reason());
+                    return Outcome::Error {
+                        err: ProxyError::UpstreamClosed,
+                        drained: true,
+                    };
+                }
+                Err(HeadError::Proxy(err)) => {
+                    if err != ProxyError::RequestDeadline {
+                        ups.failed(conn.server, err.reason());
+                    }
+                    return Outcome::Error { err, drained: true };
                 }
             }
-            Err(HeadError::Proxy(err)) => return Outcome::Error { err, drained: true },
+        };
+
+        // The attempt failed before any response reached the client.
+        let server = conn.server;
+        drop(conn);
+        match failure {
+            Failure::Timeout(ProxyError::RequestDeadline) => {}
+            Failure::Status(s) if !group.fail_on_status.contains(&s) => {}
+            f => ups.failed(server, f.error().reason()),
         }
+        let wanted = match failure {
+            Failure::Timeout(ProxyError::RequestDeadline) | Failure::Fatal(_) => false,
+            Failure::Timeout(_) => group.retry_on.timeout,
+            Failure::Reset => group.retry_on.reset,
+            Failure::Status(_) => true,
+        };
+        if wanted && may_retry && retries_left > 0 && budget.try_spend(worker.now.get()) {
+            retries_left -= 1;
+            last_failure = Some(failure.error());
+            continue;
+        }
+        return error_before_body(failure.error(), head, cbuf, body_len);
     };
-    worker.health.record_success(up.server);
+    if group.fail_on_status.contains(&resp.status) {
+        ups.failed(up.server, "error status");
+    } else {
+        ups.succeeded(up.server);
+    }
     if let Some(at) = sent_at {
         worker
             .balancer
@@ -620,7 +676,14 @@ async fn exchange(
         write_timeout: config.server.body_timeout,
         max_buf: UPSTREAM_BUF,
     };
-    if relay.run(resp.input, resp.output).await.is_err() {
+    let relayed = match ups.deadline {
+        None => relay.run(resp.input, resp.output).await.is_ok(),
+        Some(d) => matches!(
+            timeout_at(d.into(), relay.run(resp.input, resp.output)).await,
+            Ok(Ok(()))
+        ),
+    };
+    if !relayed {
         // A truncated body must never be followed by another response on this connection.
         return Outcome::Done { keep_alive: false };
     }
@@ -630,6 +693,38 @@ async fn exchange(
     Outcome::Done {
         keep_alive: head.keep_alive && !resp.close_client,
     }
+}
+
+/// Sorts an upstream error by the retry rules.
+fn classify(e: ProxyError) -> Failure {
+    match e {
+        ProxyError::ResponseTimeout | ProxyError::RequestDeadline => Failure::Timeout(e),
+        ProxyError::UpstreamClosed => Failure::Reset,
+        e => Failure::Fatal(e),
+    }
+}
+
+/// Tells a client that sent `Expect: 100-continue` to go on with its body.
+async fn send_continue(client: &mut TcpStream) -> std::io::Result<()> {
+    const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let (res, _) = monoio::io::AsyncWriteRentExt::write_all(client, CONTINUE).await;
+    res.map(|_| ())
+}
+
+/// Reads from the client until `cbuf` holds `total` bytes (a head and its whole body).
+async fn read_body(
+    client: &mut TcpStream,
+    cbuf: &mut Buf,
+    total: usize,
+    gap: std::time::Duration,
+) -> Result<(), ()> {
+    while cbuf.len() < total {
+        match timeout(gap, cbuf.fill(client, total)).await {
+            Ok(Ok(Fill::Read(_))) => {}
+            _ => return Err(()),
+        }
+    }
+    Ok(())
 }
 
 /// An error answered before the request body was relayed: a fully buffered body is
@@ -652,213 +747,25 @@ fn error_before_body(
     }
 }
 
-/// Finds a connection for this request: a fresh one to `fresh_for` (retrying after a
-/// dead pooled connection), else the balancer's pick, pooled or newly connected,
-/// failing over to the group's other servers on connect errors.
-async fn acquire(
-    worker: &Worker,
-    group: &Upstream,
-    upstream: UpstreamId,
-    tried: &mut Tried,
-    fresh_for: Option<ServerId>,
-    replayable: bool,
-    hash: Option<u64>,
-) -> Result<UpConn, ProxyError> {
-    let mut last_err = None;
-    if let Some(server) = fresh_for {
-        match connect(worker, group, server).await {
-            Ok(c) => return Ok(c),
-            Err(e) => last_err = Some(e),
-        }
-    }
-    loop {
-        let now = worker.now.get();
-        let Some((pos, server)) = worker
-            .balancer
-            .pick(upstream, group, *tried, hash, now, |id| {
-                worker.health.is_up(id, now)
-            })
-        else {
-            return Err(last_err.unwrap_or(ProxyError::NoServerAvailable));
-        };
-        tried.add(pos);
-        if let Some(conn) = worker.pool.take(server, now, group.keepalive_timeout) {
-            // A streamed body cannot be replayed, so check a pooled socket first
-            // (one cheap syscall) instead of discovering it dead mid-body.
-            if replayable || looks_alive(&conn.stream) {
-                return Ok(conn);
-            }
-        }
-        match connect(worker, group, server).await {
-            Ok(c) => return Ok(c),
-            Err(e) => last_err = Some(e),
-        }
-    }
-}
-
-/// Opens a new connection to `server`, recording a failure (and maybe a mark-down).
-async fn connect(
-    worker: &Worker,
-    group: &Upstream,
-    server: ServerId,
-) -> Result<UpConn, ProxyError> {
-    let addr = worker.config.servers[server].addr;
-    let err = match timeout(group.connect_timeout, TcpStream::connect_addr(addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            return Ok(UpConn {
-                stream,
-                buf: Buf::with_capacity(UPSTREAM_BUF),
-                server,
-                reused: false,
-            });
-        }
-        Ok(Err(_)) => ProxyError::ConnectFailed,
-        Err(_) => ProxyError::ConnectTimeout,
-    };
-    if worker.health.record_failure(server, group.max_fails) {
-        let until = worker.now.get() + group.fail_timeout;
-        worker.health.mark_down(server, until);
-        worker.bus.broadcast(Update::ServerDown { server, until });
-        warn!(
-            "upstream `{}` server {addr} marked down for {:?}: {} (after {} consecutive failure(s))",
-            group.name, group.fail_timeout, err, group.max_fails
-        );
-    }
-    Err(err)
-}
-
-/// True unless a non-blocking peek shows the upstream closed (or reset) the socket.
-fn looks_alive(stream: &TcpStream) -> bool {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
-    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    let sock = socket2::SockRef::from(&fd);
-    let mut byte = [MaybeUninit::uninit(); 1];
-    match sock.peek(&mut byte) {
-        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-        // Data on an idle connection is a protocol error; EOF means closed.
-        Ok(_) => false,
-    }
-}
-
-/// Writes `out` without clearing it, so the same request can be resent.
-async fn send_keep(stream: &mut TcpStream, out: &mut Vec<u8>) -> std::io::Result<()> {
-    let vec = std::mem::take(out);
-    let (res, vec) = monoio::io::AsyncWriteRentExt::write_all(stream, vec).await;
-    *out = vec;
-    res.map(|_| ())
-}
-
-/// Reads the upstream's response head (skipping interim 1xx) within
-/// `response_header_timeout`, and writes the client's response head into `out`.
-async fn read_response_head(
-    group: &Upstream,
-    head: &Head,
-    conn: &mut UpConn,
-    out: &mut Vec<u8>,
-    edits: Option<&Edits<'_>>,
-) -> Result<RespHead, HeadError> {
-    let read = async {
-        let mut got_bytes = false;
-        loop {
-            if !conn.buf.is_empty() {
-                match prepare_response(conn.buf.data(), head, out, edits) {
-                    Ok(Some(Parsed::Interim(len))) => {
-                        conn.buf.consume(len);
-                        continue;
-                    }
-                    Ok(Some(Parsed::Final(mut r))) => {
-                        conn.buf.consume(r.len);
-                        if let Framing::Length(n) = r.input {
-                            if let Ok(n) = usize::try_from(n) {
-                                if n <= COALESCE_MAX && conn.buf.len() >= n {
-                                    out.extend_from_slice(&conn.buf.data()[..n]);
-                                    conn.buf.consume(n);
-                                    r.input = Framing::None;
-                                }
-                            }
-                        }
-                        return Ok(r);
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(HeadError::Proxy(e)),
-                }
-            }
-            match conn.buf.fill(&mut conn.stream, MAX_RESPONSE_HEAD).await {
-                Ok(Fill::Read(_)) => got_bytes = true,
-                Ok(Fill::Eof) | Err(_) if conn.reused && !got_bytes => {
-                    return Err(HeadError::DeadReused)
-                }
-                Ok(Fill::Eof) | Err(_) => return Err(HeadError::Proxy(ProxyError::UpstreamClosed)),
-                Ok(Fill::Full) => {
-                    return Err(HeadError::Proxy(ProxyError::BadResponse(
-                        "response head too large",
-                    )))
-                }
-            }
-        }
-    };
-    match timeout(group.response_header_timeout, read).await {
-        Ok(r) => r,
-        Err(_) => Err(HeadError::Proxy(ProxyError::ResponseTimeout)),
-    }
-}
-
-enum Parsed {
-    Interim(usize),
-    Final(RespHead),
-}
-
-/// Parses the response head in `data` and writes the client's head into `out`.
-fn prepare_response(
-    data: &[u8],
-    head: &Head,
-    out: &mut Vec<u8>,
-    edits: Option<&Edits<'_>>,
-) -> Result<Option<Parsed>, ProxyError> {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_SLOTS];
-    let Some(resp) = response::parse(data, &mut slots, head.is_head)? else {
-        return Ok(None);
-    };
-    if resp.is_interim() {
-        // We answered `100-continue` ourselves; other 1xx carry nothing we forward.
-        return Ok(Some(Parsed::Interim(resp.head_len)));
-    }
-    if resp.status == 101 {
-        // We never forward Upgrade, so a 101 is a protocol violation.
-        return Err(ProxyError::BadResponse(
-            "unexpected 101 Switching Protocols",
-        ));
-    }
-    let output = match resp.body {
-        Framing::None => Framing::None,
-        Framing::Length(n) => Framing::Length(n),
-        Framing::Chunked | Framing::Close if head.version == Version::Http11 => Framing::Chunked,
-        Framing::Chunked | Framing::Close => Framing::Close,
-    };
-    let close_client = !head.keep_alive || output == Framing::Close;
-    out.clear();
-    write_client_response(out, &resp, output, head.version, close_client, edits);
-    Ok(Some(Parsed::Final(RespHead {
-        len: resp.head_len,
-        input: resp.body,
-        output,
-        reusable: resp.reusable,
-        close_client,
-    })))
+/// A proxy-made error response to send.
+struct ErrorReply<'a> {
+    err: ProxyError,
+    /// The group, named in the body for upstream faults.
+    upstream: Option<&'a str>,
+    /// Send `Connection: close` (the connection ends after it).
+    close: bool,
+    /// The request was HEAD: no body.
+    is_head: bool,
 }
 
 /// Sends a proxy-made error response; gives up quietly if the client does not read it.
 async fn respond_error(
     client: &mut TcpStream,
     out: &mut Vec<u8>,
-    err: ProxyError,
-    upstream: Option<&str>,
-    close: bool,
-    is_head: bool,
+    format: ErrorFormat,
+    r: ErrorReply<'_>,
 ) {
     out.clear();
-    write_error_response(out, err, upstream, close, is_head);
+    write_error_response(out, r.err, r.upstream, r.close, r.is_head, format);
     let _ = timeout(std::time::Duration::from_secs(10), write_vec(client, out)).await;
 }
