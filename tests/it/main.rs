@@ -10,5 +10,7 @@ mod bodies;
 mod cli;
 mod forwarding;
 mod malformed;
+mod policies;
 mod pooling;
+mod routing;
 mod upstream_errors;

@@ -859,3 +859,39 @@ pub fn try_get(addr: SocketAddr, path: &str) -> Option<Response> {
     c.conn.stream.write_all(req.as_bytes()).ok()?;
     c.try_read_response(false).ok().filter(|r| r.complete)
 }
+
+impl Client {
+    /// Connects to `addr` from the local address `ip` (any of 127.0.0.0/8 is loopback
+    /// on Linux), so one test can look like several clients.
+    pub fn connect_from(ip: std::net::IpAddr, addr: SocketAddr) -> Client {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("create a client socket");
+        socket
+            .bind(&SocketAddr::new(ip, 0).into())
+            .unwrap_or_else(|e| panic!("bind the client to {ip}: {e}"));
+        socket
+            .connect_timeout(&addr.into(), IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr} from {ip}: {e}"));
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            conn: Conn {
+                stream,
+                buf: Vec::new(),
+                patience: IO_TIMEOUT,
+                stop: None,
+            },
+        }
+    }
+
+    /// This end's address: what the proxy sees as `$remote_addr` and `$remote_port`.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.conn.stream.local_addr().expect("local addr")
+    }
+}
