@@ -184,7 +184,7 @@ pub fn write_upstream_request(
     if !wrote_host && !req.host.is_empty() && !edited("host") {
         write_header(out, b"Host", req.host.as_bytes());
     }
-    if let Some(id) = fwd.request_id {
+    if let Some(id) = fwd.request_id.filter(|_| !edited("x-request-id")) {
         write_header(out, b"X-Request-Id", id);
     }
 
