@@ -43,6 +43,7 @@ SCENARIO_ALIASES = {"lowconc": ["lowconc-1", "lowconc-8"]}
 SMALL_BODY = "hello world\n"  # 12 bytes
 LARGE_SIZE = 1024 * 1024
 POST_SIZE = 16 * 1024
+UPLOAD_SIZE = 1024 * 1024
 
 # name -> (path, connections, extra wrk args, headline metric)
 WRK_SCENARIOS = {
@@ -52,6 +53,8 @@ WRK_SCENARIOS = {
     "post": ("/post", 64, ["-s", "{workdir}/post.lua"], "rps"),
     "lowconc-1": ("/", 1, [], "rps"),
     "lowconc-8": ("/", 8, [], "rps"),
+    # Not in the default set: a body too big to buffer, so every proxy streams it.
+    "upload": ("/post", 16, ["-s", "{workdir}/upload.lua"], "rps"),
 }
 DESCRIPTION = {
     "small": "GET, 12-byte body, 64 keep-alive connections",
@@ -62,6 +65,7 @@ DESCRIPTION = {
     "lowconc-8": "GET, 12-byte body, 8 keep-alive connections",
     "idle": "idle keep-alive client connections, RSS growth per connection",
     "autocannon": "autocannon -c 64, GET 12-byte body, through ringway only",
+    "upload": "POST, 1 MiB body (streamed), 16 keep-alive connections (opt-in scenario)",
 }
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -395,6 +399,7 @@ def origin_config(workdir, port, nofile):
     tcp_nopush on;
     keepalive_timeout 300s;
     keepalive_requests 100000000;
+    client_max_body_size 0;
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -428,6 +433,7 @@ def nginx_proxy_config(workdir, port, up_port, nofile):
     # Keeps a 16 KiB request body in memory: with the default (8 KiB on x86-64) nginx writes
     # every such body to a temp file first, and the post scenario would measure that.
     client_body_buffer_size 32k;
+    client_max_body_size 0;
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -538,6 +544,7 @@ class Harness:
         self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.origin = None
         self.running = {}  # proxy -> Popen
+        self.busy_samples = []  # % busy in the pause before each measured run
 
     # ---- pre-checks
 
@@ -664,7 +671,8 @@ class Harness:
             "haproxy": tool_version([self.bin["haproxy"], "-v"], r"version (\S+)"),
             "wrk": tool_version([self.bin["wrk"], "-v"], r"wrk (\S+)"),
             "ringway": tool_version([self.bin["ringway"], "--version"], r"ringway (\S+)")
-            + f" (git {git}{', uncommitted changes in src' if dirty else ''}; binary {self.binary_state})",
+            + (f" ({self.bin['ringway']}: --ringway-bin, not checked against the sources)" if self.args.ringway_bin
+               else f" (git {git}{', uncommitted changes in src' if dirty else ''}; binary {self.binary_state})"),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         }
         if self.bin.get("autocannon"):
@@ -678,9 +686,10 @@ class Harness:
         os.makedirs(www, exist_ok=True)
         with open(os.path.join(www, "1m.bin"), "wb") as f:
             f.write(b"x" * LARGE_SIZE)
-        with open(os.path.join(self.workdir, "post.lua"), "w") as f:
-            f.write(f'wrk.method = "POST"\nwrk.body = string.rep("x", {POST_SIZE})\n'
-                    'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+        for name, size in (("post.lua", POST_SIZE), ("upload.lua", UPLOAD_SIZE)):
+            with open(os.path.join(self.workdir, name), "w") as f:
+                f.write(f'wrk.method = "POST"\nwrk.body = string.rep("x", {size})\n'
+                        'wrk.headers["Content-Type"] = "application/octet-stream"\n')
         # nginx workers may run as nobody: let them read the static file.
         for p in (self.workdir, os.path.join(self.workdir, "www"), www):
             os.chmod(p, 0o755)
@@ -819,6 +828,15 @@ class Harness:
                 f.write(f"==== {scenario} {name}: {' '.join(argv)}\n{out}{err}\n")
         return r
 
+    def between_rounds(self):
+        """A 0.3 s pause before each measured run, used to sample how busy the machine is
+        while none of our load runs: other people's work shows up here."""
+        b = cpu_busy(0.3).get("cpu", 0.0)
+        self.busy_samples.append(b)
+        if b > 20.0:
+            log(f"   (machine {b:.0f}% busy before this run: other work is running)")
+        return b
+
     def problems(self, r, name):
         p = []
         if r["rc"] is None:
@@ -880,8 +898,9 @@ class Harness:
             for name in order:
                 if not self.alive(name):
                     continue
-                time.sleep(0.3)
+                busy = self.between_rounds()
                 r = self.wrk(scenario, name, a.duration)
+                r["busy_before"] = busy
                 runs[name].append(r)
                 status = "ok" if not r["problems"] else "FAIL: " + "; ".join(r["problems"])
                 log(f"   round {rnd + 1}/{a.rounds} {LABEL[name]:8} {fmt_num(r['rps']):>10} req/s  "
@@ -1137,13 +1156,21 @@ def build_report(h, machine, args, scenarios, elapsed):
              f"round, proxies taking turns (order rotates per round); proxy alone on CPU {args.proxy_cpu}, "
              f"origin nginx and load generator on CPU {args.load_cpu}; whole run {elapsed / 60:.1f} min. "
              f"Quiet check: {h.quiet_line}. Open-file limit {h.nofile}.")
+    if h.busy_samples:
+        noisy = [b for b in h.busy_samples if b > 20.0]
+        L.append("")
+        L.append(f"**Background load:** in the 0.3 s pause before each measured run the machine was "
+                 f"{statistics.median(h.busy_samples):.0f}% busy (median), {max(h.busy_samples):.0f}% at most"
+                 + (f"; **{len(noisy)} of {len(h.busy_samples)} runs started with the machine over 20% busy"
+                    " (other work): treat the spread with care**." if noisy else "."))
     if args.dead_upstream:
         L.append("")
         L.append(f"**Self-test:** `--dead-upstream {args.dead_upstream}`: that proxy was pointed at a port "
                  "where nothing listens, so it must show failures.")
-    for n in h.notes:
+    if h.notes:
         L.append("")
-        L.append("- " + n)
+        for n in h.notes:
+            L.append("- " + n)
     L.append("")
 
     wrk_rows = [s for s in scenarios if s in WRK_SCENARIOS or s == "autocannon"]
@@ -1377,7 +1404,8 @@ def main():
     ap = argparse.ArgumentParser(
         prog="compare.sh",
         description="Compare ringway, nginx and HAProxy as reverse proxies on this machine.",
-        epilog="Scenarios: " + ", ".join(ALL_SCENARIOS) + " (lowconc = lowconc-1 + lowconc-8). Default: all.")
+        epilog="Scenarios: " + ", ".join(ALL_SCENARIOS) + " (lowconc = lowconc-1 + lowconc-8). Default: all "
+               "of these. Opt-in: upload (POST of a 1 MiB body, streamed).")
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO")
     ap.add_argument("--duration", type=int, default=5, help="seconds per measured round (default 5)")
     ap.add_argument("--rounds", type=int, default=3, help="measured rounds per proxy (default 3)")
@@ -1407,7 +1435,8 @@ def main():
     known = list(WRK_SCENARIOS) + ["idle", "autocannon"]
     bad = [s for s in scenarios if s not in known]
     if bad:
-        ap.error(f"unknown scenario(s): {', '.join(bad)}; known: {', '.join(ALL_SCENARIOS)}, lowconc-1, lowconc-8")
+        ap.error(f"unknown scenario(s): {', '.join(bad)}; known: {', '.join(ALL_SCENARIOS)}, lowconc-1, "
+                 "lowconc-8, upload")
     if args.duration < 1 or args.rounds < 1:
         ap.error("--duration and --rounds must be at least 1")
     if args.warmup is None:
