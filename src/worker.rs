@@ -207,6 +207,12 @@ fn id_prefix(worker: usize) -> u64 {
 }
 
 impl Worker {
+    /// `after` from the coarse clock: saves a clock read per timer on the hot path,
+    /// at the cost of firing up to one tick (50 ms) early.
+    pub fn deadline(&self, after: Duration) -> monoio::time::Instant {
+        (self.now.get() + after).into()
+    }
+
     /// The next generated request id.
     pub fn next_request_id(&self) -> crate::proxy::RequestId {
         let seq = self.id_seq.get().wrapping_add(1);

@@ -40,7 +40,8 @@ pub struct Request<'h, 'b> {
     pub keep_alive: bool,
     /// `Expect: 100-continue` was sent with a body.
     pub expect_continue: bool,
-    /// Any `Connection` header was present (hop-by-hop names may be listed in it).
+    /// A `Connection` header names other headers (beyond `close` / `keep-alive`), which
+    /// are then hop-by-hop too; without one the rewrite skips that per-header check.
     pub has_connection: bool,
     /// Bytes of the head, including the final blank line.
     pub head_len: usize,
@@ -181,12 +182,13 @@ fn validate<'h, 'b>(
                 }
             }
             10 if name.eq_ignore_ascii_case("connection") => {
-                has_connection = true;
                 for tok in list_items(h.value) {
                     if tok.eq_ignore_ascii_case(b"close") {
                         close = true;
                     } else if tok.eq_ignore_ascii_case(b"keep-alive") {
                         keep_alive_token = true;
+                    } else {
+                        has_connection = true;
                     }
                 }
             }

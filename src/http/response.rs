@@ -23,7 +23,7 @@ pub struct Response<'h, 'b> {
     pub body: Framing,
     /// The upstream lets this connection carry another request afterwards.
     pub reusable: bool,
-    /// Any `Connection` header was present.
+    /// A `Connection` header names other headers (beyond `close` / `keep-alive`).
     pub has_connection: bool,
     /// The upstream's Content-Length header is passed to the client unchanged.
     pub keep_content_length: bool,
@@ -88,10 +88,12 @@ pub fn parse<'h, 'b>(
                 te_last_chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
             }
         } else if h.name.eq_ignore_ascii_case("connection") {
-            has_connection = true;
             for tok in list_items(h.value) {
-                close |= tok.eq_ignore_ascii_case(b"close");
-                keep_alive |= tok.eq_ignore_ascii_case(b"keep-alive");
+                let c = tok.eq_ignore_ascii_case(b"close");
+                let k = tok.eq_ignore_ascii_case(b"keep-alive");
+                close |= c;
+                keep_alive |= k;
+                has_connection |= !c && !k;
             }
         }
     }

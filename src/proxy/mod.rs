@@ -255,14 +255,15 @@ async fn read_head(
                 } else {
                     config.server.keepalive_timeout
                 };
-                match timeout(idle, cbuf.fill(client, limits.max_header_bytes)).await {
+                let at = worker.deadline(idle);
+                match timeout_at(at, cbuf.fill(client, limits.max_header_bytes)).await {
                     Ok(r) => r,
                     Err(_) => return Ok(None),
                 }
             }
             _ => {
-                let at =
-                    *deadline.get_or_insert_with(|| Instant::now() + config.server.header_timeout);
+                let at = *deadline
+                    .get_or_insert_with(|| worker.now.get() + config.server.header_timeout);
                 match timeout_at(at.into(), cbuf.fill(client, limits.max_header_bytes)).await {
                     Ok(r) => r,
                     Err(_) => return Err(ProxyError::RequestTimeout),
@@ -272,7 +273,7 @@ async fn read_head(
         match fill {
             Ok(Fill::Read(_)) => {
                 if deadline.is_none() {
-                    deadline = Some(Instant::now() + config.server.header_timeout);
+                    deadline = Some(worker.now.get() + config.server.header_timeout);
                 }
             }
             Ok(Fill::Eof) if cbuf.is_empty() => return Ok(None),
@@ -511,6 +512,9 @@ async fn exchange(
         out.extend_from_slice(&cbuf.data()[head.len..head.len + n]);
     }
     let replayable = body_len.is_some();
+    // Also for a pooled connection that closes with no response byte: it may have been
+    // closed idle (resend) or after reading the request (the upstream may have acted on
+    // it), and the two cannot be told apart, so resend only what is safe to send twice.
     let may_retry = replayable && head.idempotent;
 
     let mut tried = Tried::default();
@@ -521,7 +525,10 @@ async fn exchange(
     let mut flight: Option<InFlight<'_>> = None;
     let mut sent_at = None;
     let (mut up, resp) = loop {
-        let mut conn = match ups.acquire(&mut tried, fresh_for.take(), replayable).await {
+        // Only a replayable idempotent request may find out on the wire that a pooled
+        // connection was dead: anything else must not be resent, so check it first.
+        let check_pooled = !may_retry;
+        let mut conn = match ups.acquire(&mut tried, fresh_for.take(), check_pooled).await {
             Ok(c) => c,
             Err(err) => {
                 // After a failed attempt, "nobody else to try" is less telling than why.
@@ -561,7 +568,7 @@ async fn exchange(
                     cbuf.consume(head.len + n);
                     break (conn, r);
                 }
-                Err(HeadError::DeadReused) if !retried_fresh => {
+                Err(HeadError::DeadReused) if !retried_fresh && may_retry => {
                     // No byte arrived, so `out` still holds the request: resend it fresh.
                     retried_fresh = true;
                     fresh_for = Some(conn.server);
@@ -662,7 +669,11 @@ async fn exchange(
 
     // `out` holds the client response head, plus the body when it was small and complete.
     if !matches!(
-        timeout(config.server.body_timeout, write_vec(client, out)).await,
+        timeout_at(
+            worker.deadline(config.server.body_timeout),
+            write_vec(client, out)
+        )
+        .await,
         Ok(Ok(()))
     ) {
         return Outcome::Done { keep_alive: false };

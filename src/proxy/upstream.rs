@@ -15,7 +15,7 @@ use crate::http::{Framing, Version};
 use crate::pool::UpConn;
 use crate::worker::Worker;
 use monoio::net::TcpStream;
-use monoio::time::timeout;
+use monoio::time::{timeout, timeout_at};
 use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
@@ -97,7 +97,7 @@ impl Upstreams<'_> {
         &self,
         tried: &mut Tried,
         fresh_for: Option<ServerId>,
-        replayable: bool,
+        check_pooled: bool,
     ) -> Result<UpConn, ProxyError> {
         let worker = self.worker;
         let mut last_err = None;
@@ -121,9 +121,9 @@ impl Upstreams<'_> {
             };
             tried.add(pos);
             if let Some(conn) = worker.pool.take(server, now, self.group.keepalive_timeout) {
-                // A streamed body cannot be replayed, so check a pooled socket first
-                // (one cheap syscall) instead of discovering it dead mid-body.
-                if replayable || looks_alive(&conn.stream) {
+                // A request that cannot be resent checks a pooled socket first (one
+                // cheap syscall) instead of discovering it dead after sending.
+                if !check_pooled || looks_alive(&conn.stream) {
                     return Ok(conn);
                 }
             }
@@ -239,7 +239,7 @@ impl Upstreams<'_> {
         let limit = self
             .budget(self.group.response_header_timeout)
             .map_err(HeadError::Proxy)?;
-        match timeout(limit, read).await {
+        match timeout_at(self.worker.deadline(limit), read).await {
             Ok(r) => r,
             Err(_) if limit < self.group.response_header_timeout => {
                 Err(HeadError::Proxy(ProxyError::RequestDeadline))
