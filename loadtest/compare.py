@@ -69,6 +69,8 @@ DESCRIPTION = {
 }
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Other work above this share of the proxy's CPU during a run marks the run as noisy.
+NOISY_PCT = 10.0
 
 
 class HarnessError(Exception):
@@ -184,6 +186,38 @@ def cpu_ticks(pids):
         fields = s[s.rindex(")") + 2:].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
     return total
+
+
+def cpu_stat(cpu):
+    """(ticks not available to idle: user+nice+system+irq+softirq+steal, all ticks) of one CPU
+    from /proc/stat. irq/softirq count because a task's stime includes the ticks that land in
+    its softirq work; steal because the hypervisor took the CPU away."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                v = [int(x) for x in line.split()[1:9]]
+                user, nice, system, idle, iowait, irq, softirq, steal = v
+                return user + nice + system + irq + softirq + steal, sum(v)
+    return 0, 0
+
+
+def foreign_pct(c0, c1, ours):
+    """Share of one CPU's time over a run spent on anything but our processes, in %."""
+    total = c1[1] - c0[1]
+    if total <= 0 or ours is None:
+        return None
+    return max(0.0, (c1[0] - c0[0]) - ours) * 100.0 / total
+
+
+def children_ticks():
+    """CPU time of reaped children (the load generator once it has exited), in ticks."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (ru.ru_utime + ru.ru_stime) * CLK_TCK
+
+
+def self_ticks():
+    t = os.times()
+    return (t.user + t.system) * CLK_TCK
 
 
 def status_kb(pid, key):
@@ -810,14 +844,17 @@ class Harness:
         argv = [self.bin["taskset"], "-c", str(self.args.load_cpu), self.bin["wrk"], "-t1", f"-c{conns}",
                 f"-d{seconds}s", "--latency", "--timeout", "5s"] + extra + [url]
         cpu_pids, rss_pid = self.measured_pids(name)
-        t0 = cpu_ticks(cpu_pids)
+        snap = self.snapshot(cpu_pids)
+        t0 = snap["proxy"]
         rc, out, err = self.procs.run("wrk", argv, timeout=seconds + 60)
         t1 = cpu_ticks(cpu_pids) if self.alive(name) else None
+        noise = self.noise(snap, cpu_pids, t1 is not None)
         r = parse_wrk(out)
         r["raw"] = out + err
         r["rc"] = rc
         r["hwm"] = status_kb(rss_pid, "VmHWM") * 1024 if self.alive(name) else None
         r["cpu_us"] = None
+        r["foreign"], r["foreign_load"] = noise
         if t1 is not None and r["requests"]:
             r["cpu_us"] = (t1 - t0) * 1e6 / CLK_TCK / r["requests"]
         if not r["requests"]:
@@ -827,6 +864,26 @@ class Harness:
             with open(os.path.join(self.workdir, "wrk.log"), "a") as f:
                 f.write(f"==== {scenario} {name}: {' '.join(argv)}\n{out}{err}\n")
         return r
+
+    def snapshot(self, proxy_pids):
+        """Everything needed to tell, after a run, how much of each CPU went to other work."""
+        origin = [self.origin.pid] + proc_children(self.origin.pid) if self.origin else []
+        return {"proxy_cpu": cpu_stat(self.args.proxy_cpu), "load_cpu": cpu_stat(self.args.load_cpu),
+                "proxy": cpu_ticks(proxy_pids), "origin": cpu_ticks(origin) if origin else 0,
+                "origin_pids": origin, "children": children_ticks(), "self": self_ticks()}
+
+    def noise(self, s0, proxy_pids, proxy_alive):
+        """(% of the proxy CPU, % of the load CPU) that ran other people's work during a run."""
+        s1 = {"proxy_cpu": cpu_stat(self.args.proxy_cpu), "load_cpu": cpu_stat(self.args.load_cpu)}
+        proxy = cpu_ticks(proxy_pids) - s0["proxy"] if proxy_alive else None
+        try:
+            origin = cpu_ticks(s0["origin_pids"]) - s0["origin"] if s0["origin_pids"] else 0
+        except OSError:
+            origin = None
+        load = None if origin is None else (origin + children_ticks() - s0["children"]
+                                            + self_ticks() - s0["self"])
+        return (foreign_pct(s0["proxy_cpu"], s1["proxy_cpu"], proxy),
+                foreign_pct(s0["load_cpu"], s1["load_cpu"], load))
 
     def between_rounds(self):
         """A 0.3 s pause before each measured run, used to sample how busy the machine is
@@ -903,9 +960,13 @@ class Harness:
                 r["busy_before"] = busy
                 runs[name].append(r)
                 status = "ok" if not r["problems"] else "FAIL: " + "; ".join(r["problems"])
+                noise = ""
+                for key, cpu in (("foreign", a.proxy_cpu), ("foreign_load", a.load_cpu)):
+                    if r[key] is not None and r[key] > NOISY_PCT:
+                        noise += f"  [other work took {r[key]:.0f}% of CPU {cpu}]"
                 log(f"   round {rnd + 1}/{a.rounds} {LABEL[name]:8} {fmt_num(r['rps']):>10} req/s  "
                     f"{fmt_bytes(r['bps'])}/s  p99 {fmt_ms(r['p99'])}  "
-                    f"cpu {fmt_num(r['cpu_us'], 1)} µs/req  {status}")
+                    f"cpu {fmt_num(r['cpu_us'], 1)} µs/req  {status}{noise}")
                 if r["problems"]:
                     self.fail(scenario, name, f"round {rnd + 1}: " + "; ".join(r["problems"]))
         self.stop_scenario()
@@ -998,14 +1059,17 @@ class Harness:
         self.procs.run("wrk", [self.bin["taskset"], "-c", str(a.load_cpu), self.bin["wrk"], "-t1", "-c64",
                                f"-d{a.warmup}s", url], timeout=a.warmup + 60)
         cpu_pids, rss_pid = self.measured_pids("ringway")
-        t0 = cpu_ticks(cpu_pids)
+        snap = self.snapshot(cpu_pids)
+        t0 = snap["proxy"]
         rc, out, err = self.procs.run("autocannon", base + ["-d", str(secs), "--json", url], timeout=secs + 60)
         alive = self.alive("ringway")
         t1 = cpu_ticks(cpu_pids) if alive else None
+        noise = self.noise(snap, cpu_pids, t1 is not None)
         with open(os.path.join(self.workdir, "wrk.log"), "a") as f:
             f.write(f"==== autocannon ringway\n{out}\n{err}\n")
         r = {"requests": None, "rps": None, "bps": None, "p50": None, "p99": None, "non2xx": 0,
-             "sock": {}, "cpu_us": None, "hwm": None, "rc": rc}
+             "sock": {}, "cpu_us": None, "hwm": None, "rc": rc,
+             "foreign": noise[0], "foreign_load": noise[1]}
         problems = []
         try:
             j = json.loads(out.strip().splitlines()[-1])
@@ -1179,11 +1243,15 @@ def build_report(h, machine, args, scenarios, elapsed):
         L.append("")
         L.append("Median of the measured rounds (min – max in the next column). CPU = the proxy's user+system "
                  "time over the run ÷ requests (nginx: its worker). Peak RSS = VmHWM (nginx: its worker). "
-                 "Failures = non-2xx/3xx responses + socket errors, summed over all rounds.")
+                 "Failures = non-2xx/3xx responses + socket errors, summed over all rounds. "
+                 f"Other work = the worst round's share of the proxy's CPU ({args.proxy_cpu}) and of the load "
+                 f"CPU ({args.load_cpu}) that went to anything but the proxy, resp. wrk + origin + this driver "
+                 f"(busy and steal time from /proc/stat minus their own CPU time); over {NOISY_PCT:.0f}% "
+                 "(bold) that round was disturbed by other work on the machine.")
         L.append("")
         L.append("| scenario | proxy | req/s | req/s min – max | transfer/s | p50 | p99 | CPU µs/req | "
-                 "peak RSS | non-2xx | socket errors | status |")
-        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+                 f"peak RSS | non-2xx | socket errors | other work CPU {args.proxy_cpu} / CPU {args.load_cpu} | status |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for s in wrk_rows:
             res = h.results.get(s, {})
             for name in PROXIES:
@@ -1192,7 +1260,7 @@ def build_report(h, machine, args, scenarios, elapsed):
                     continue
                 label = LABEL[name] + (" (autocannon)" if s == "autocannon" else "")
                 if not runs:
-                    L.append(f"| {s} | {label} | — | — | — | — | — | — | — | — | — | FAIL: no run |")
+                    L.append(f"| {s} | {label} | — | — | — | — | — | — | — | — | — | — | FAIL: no run |")
                     continue
                 rps = [r["rps"] for r in runs]
                 nonok = sum(r["non2xx"] or 0 for r in runs)
@@ -1203,7 +1271,9 @@ def build_report(h, machine, args, scenarios, elapsed):
                          f"{fmt_bytes(median([r['bps'] for r in runs]))}/s | "
                          f"{fmt_ms(median([r['p50'] for r in runs]))} | {fmt_ms(median([r['p99'] for r in runs]))} | "
                          f"{fmt_num(median([r['cpu_us'] for r in runs]), 1)} | {fmt_bytes(hwm)} | {nonok:,} | "
-                         f"{sock:,} | {'**FAIL**' if bad else 'ok'} |")
+                         f"{sock:,} | {fmt_noise([r.get('foreign') for r in runs])} / "
+                         f"{fmt_noise([r.get('foreign_load') for r in runs])} | "
+                         f"{'**FAIL**' if bad else 'ok'} |")
         L.append("")
 
     if "idle" in scenarios and h.idle:
@@ -1235,12 +1305,16 @@ def build_report(h, machine, args, scenarios, elapsed):
         L.append("")
         L.append("Throughput (req/s, or bytes/s for `large`): above 1.0 = ringway faster. "
                  "CPU µs/request and idle bytes/connection: below 1.0 = ringway cheaper. "
-                 "— = no valid ratio (a side had failures in that scenario).")
+                 "— = no valid ratio (a side had failures in that scenario). Disturbed runs = measured runs "
+                 f"of that scenario in which other work took over {NOISY_PCT:.0f}% of either CPU.")
         L.append("")
-        L.append("| scenario | metric | ringway/nginx | ringway/HAProxy |")
-        L.append("|---|---|---:|---:|")
+        L.append("| scenario | metric | ringway/nginx | ringway/HAProxy | disturbed runs |")
+        L.append("|---|---|---:|---:|---:|")
         for s, metric, rn, rh, _ in rows:
-            L.append(f"| {s} | {metric} | {fmt_ratio(rn)} | {fmt_ratio(rh)} |")
+            runs = [r for n in PROXIES for r in h.results.get(s, {}).get(n, [])]
+            dist = sum(1 for r in runs if max(r.get("foreign") or 0, r.get("foreign_load") or 0) > NOISY_PCT)
+            d = f"**{dist} of {len(runs)}**" if dist else (f"0 of {len(runs)}" if runs else "—")
+            L.append(f"| {s} | {metric} | {fmt_ratio(rn)} | {fmt_ratio(rh)} | {d} |")
         L.append("")
 
     if h.echo:
@@ -1275,6 +1349,15 @@ def build_report(h, machine, args, scenarios, elapsed):
     return "\n".join(L)
 
 
+def fmt_noise(xs):
+    """The worst run's share of the proxy CPU taken by other work, bold when it is noisy."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "—"
+    worst = max(xs)
+    return f"**{worst:.0f}%**" if worst > NOISY_PCT else f"{worst:.0f}%"
+
+
 def fmt_ratio(x):
     return "—" if x is None else f"{x:.2f}"
 
@@ -1303,7 +1386,13 @@ def ratio_rows(h, scenarios):
     return rows
 
 
-def svg_chart(rows, title_note):
+def disturbed_scenarios(h):
+    """Scenarios with at least one measured run in which other work took over NOISY_PCT of a CPU."""
+    return {s for s, res in h.results.items() for runs in res.values() for r in runs
+            if max(r.get("foreign") or 0, r.get("foreign_load") or 0) > NOISY_PCT}
+
+
+def svg_chart(rows, title_note, disturbed=frozenset()):
     """Two panels of grouped bars, hand-written SVG: throughput ratios (higher = ringway better)
     and cost ratios (lower = ringway better). The axis is logarithmic (base 2), so 2x and 0.5x
     are the same distance from the 1.0 line the bars start from."""
@@ -1371,7 +1460,8 @@ def svg_chart(rows, title_note):
                 ty = yv - 4 if v >= 1 else yv + 13
                 out.append(f'<text x="{x + (bw - 2) / 2:.1f}" y="{ty:.1f}" text-anchor="middle" '
                            f'font-size="11">{v:.2f}</text>')
-            out.append(f'<text x="{cx:.1f}" y="{plot_bottom + 16}" text-anchor="middle">{esc(s)}</text>')
+            mark = " *" if s in disturbed else ""
+            out.append(f'<text x="{cx:.1f}" y="{plot_bottom + 16}" text-anchor="middle">{esc(s)}{mark}</text>')
             out.append(f'<text x="{cx:.1f}" y="{plot_bottom + 30}" text-anchor="middle" fill="#666" '
                        f'font-size="10">{esc(metric)}</text>')
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{plot_bottom}" y2="{plot_bottom}" stroke="#333"/>')
@@ -1379,6 +1469,9 @@ def svg_chart(rows, title_note):
                    f'stroke="#c00" stroke-width="1.5" stroke-dasharray="6,4"/>')
         out.append(f'<text x="{width - right + 6}" y="{one + 4:.1f}" fill="#c00">1.0 = parity</text>')
         y0 += ph + 70
+    if disturbed:
+        out.append(f'<text x="{left}" y="{height - 8}" fill="#555">* other work on the machine disturbed some '
+                   f'runs of this scenario (see the table): read with care</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -1496,7 +1589,7 @@ def main():
         note = f"{machine['date']}, {args.rounds} x {args.duration} s rounds, medians; " \
                f"ringway {machine['ringway'].split(' ')[0]}, nginx {machine['nginx']}, HAProxy {machine['haproxy']}"
         with open(args.out + ".svg", "w") as f:
-            f.write(svg_chart(rows, note))
+            f.write(svg_chart(rows, note, disturbed_scenarios(h)))
         print("\n" + report)
         log(f"written: {os.path.relpath(args.out, os.getcwd())}.md and .svg ({elapsed / 60:.1f} min)")
         if h.failures:
