@@ -256,7 +256,9 @@ fn looks_alive(stream: &TcpStream) -> bool {
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     let sock = socket2::SockRef::from(&fd);
     let mut byte = [MaybeUninit::uninit(); 1];
-    match sock.peek(&mut byte) {
+    // MSG_DONTWAIT: under io_uring the socket itself is blocking, and a plain peek on a
+    // healthy idle connection would park the whole worker until the upstream speaks.
+    match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
         Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
         // Data on an idle connection is a protocol error; EOF means closed.
         Ok(_) => false,

@@ -161,3 +161,34 @@ fn a_truncated_chunked_response_is_never_terminated_for_the_client() {
     assert!(r.body.len() <= SENT_LEN);
     c.assert_closed();
 }
+
+#[test]
+fn streamed_bodies_on_a_pooled_upstream_connection_do_not_stall_the_worker() {
+    // Bodies over retry_body_max are streamed, so a pooled upstream connection is
+    // checked for liveness first; that check must never block the worker.
+    let up = crate::support::Upstream::start("echo", Mode::Echo);
+    let (_proxy, addr) = crate::support::start_proxy(&crate::support::config_with(
+        &[up.addr()],
+        "retry_body_max = \"1KiB\"\n",
+    ));
+    let data = pattern(8_000);
+    let mut c = Client::connect(addr);
+    for i in 0..3 {
+        let mut req = format!(
+            "POST /up/{i} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            data.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(&data);
+        let r = c.request(&req);
+        assert_eq!(r.status, 200, "upload {i}");
+        assert_same_bytes(&r.body, &data, "echoed upload");
+    }
+    assert_eq!(up.accepted(), 1, "the uploads shared one pooled connection");
+    let mut other = Client::connect(addr);
+    assert_eq!(
+        other.get("/after").status,
+        200,
+        "the worker still serves others"
+    );
+}
