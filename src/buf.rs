@@ -63,12 +63,15 @@ impl Buf {
         }
     }
 
-    /// Releases memory of an idle buffer that grew beyond `keep` bytes.
-    pub fn shrink_idle(&mut self, keep: usize) {
-        if self.is_empty() && self.vec.capacity() > keep {
-            self.vec = Vec::with_capacity(keep);
-            self.start = 0;
-        }
+    /// Drops every buffered byte, keeping the memory.
+    pub fn clear(&mut self) {
+        self.vec.clear();
+        self.start = 0;
+    }
+
+    /// Bytes of memory held.
+    pub fn capacity(&self) -> usize {
+        self.vec.capacity()
     }
 
     /// Reads more bytes from `src`, growing up to `max` unconsumed bytes.
@@ -134,6 +137,54 @@ impl Buf {
         self.vec = slice.into_inner();
         self.start = start;
         res.map(|_| ())
+    }
+}
+
+/// A client connection's buffers: requests read in, heads written out.
+#[derive(Debug)]
+pub struct ConnBufs {
+    /// Bytes read from the client and not yet handled.
+    pub cbuf: Buf,
+    /// Scratch for heads and re-framed bodies on their way out.
+    pub out: Vec<u8>,
+}
+
+/// A worker's free connection buffers, so a connection holds buffers only while busy
+/// and taking them costs no allocation in steady state.
+#[derive(Debug)]
+pub struct BufPool {
+    free: std::cell::RefCell<Vec<ConnBufs>>,
+    size: usize,
+    max_free: usize,
+}
+
+impl BufPool {
+    /// A pool handing out buffers of `size` bytes, keeping at most `max_free` idle sets.
+    pub fn new(size: usize, max_free: usize) -> BufPool {
+        BufPool {
+            free: std::cell::RefCell::new(Vec::new()),
+            size,
+            max_free,
+        }
+    }
+
+    /// A free set, or a new one.
+    pub fn take(&self) -> ConnBufs {
+        self.free.borrow_mut().pop().unwrap_or_else(|| ConnBufs {
+            cbuf: Buf::with_capacity(self.size),
+            out: Vec::with_capacity(self.size),
+        })
+    }
+
+    /// Returns a set; one that grew for a large head is dropped rather than kept.
+    pub fn give(&self, mut bufs: ConnBufs) {
+        let mut free = self.free.borrow_mut();
+        let oversized = bufs.cbuf.capacity() > 4 * self.size || bufs.out.capacity() > 4 * self.size;
+        if free.len() < self.max_free && !oversized {
+            bufs.cbuf.clear();
+            bufs.out.clear();
+            free.push(bufs);
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 //! - [`buf`]: the reusable per-connection read buffer and owned-buffer I/O.
 //! - [`route`]: which upstream group a request goes to.
 //! - [`balance`], [`pool`], [`health`]: per-worker picking, keep-alive pools, passive health.
+//! - [`timer`]: coarse per-worker timers for idle connections.
 //! - [`retry`]: the per-worker retry budget.
 //! - [`bus`]: broadcast of updates to every worker, reports to the control thread.
 //! - [`control`]: the control thread: active health checks, health transitions and their log.
@@ -41,4 +42,5 @@ pub mod proxy;
 pub mod retry;
 pub mod route;
 pub mod server;
+pub mod timer;
 pub mod worker;

@@ -5,12 +5,14 @@
 //! `Arc<Config>`, its listeners (moved in once) and bus updates cross threads.
 
 use crate::balance::Balancer;
+use crate::buf::BufPool;
 use crate::bus::{Bus, Inbox, Update};
 use crate::config::Config;
 use crate::health::Health;
 use crate::pool::Pool;
 use crate::retry::Budget;
 use crate::route::Router;
+use crate::timer::Timers;
 use crate::{error, info, proxy, warn};
 use monoio::net::TcpListener;
 use std::cell::Cell;
@@ -20,6 +22,9 @@ use std::time::{Duration, Instant};
 
 /// How often a worker drains its inbox and refreshes its coarse clock.
 const TICK: Duration = Duration::from_millis(50);
+/// Free client buffer sets kept per worker (8 KiB each): enough for bursts of new
+/// connections without holding much memory after them.
+const MAX_FREE_BUFFERS: usize = 1024;
 /// Idle upstream connections are swept every this many ticks.
 const SWEEP_EVERY: u32 = 20;
 
@@ -47,6 +52,10 @@ pub struct Worker {
     pub router: Router,
     /// Round-robin cursors.
     pub balancer: Balancer,
+    /// Coarse timers for idle client connections.
+    pub timers: Timers,
+    /// Free client connection buffers.
+    pub buffers: BufPool,
     /// Retry budget per upstream group.
     pub budgets: Vec<Budget>,
     /// Idle upstream connections.
@@ -145,6 +154,8 @@ async fn serve(start: Startup) {
         balancer: Balancer::new(&config, id),
         router: Router::new(&config),
         pool: Pool::new(config.servers.len()),
+        buffers: BufPool::new(proxy::CLIENT_BUF, MAX_FREE_BUFFERS),
+        timers: Timers::default(),
         budgets: config
             .upstreams
             .iter()
@@ -172,6 +183,7 @@ async fn serve(start: Startup) {
         monoio::time::sleep(TICK).await;
         let now = Instant::now();
         worker.now.set(now);
+        worker.timers.tick(now);
         while let Some(update) = inbox.try_next() {
             match update {
                 Update::ServerDown { server, down } => worker.health.apply_down(server, down),

@@ -10,7 +10,7 @@ mod upstream;
 
 use crate::balance::{hash_bytes, Tried};
 use crate::body::{Relay, RelayError};
-use crate::buf::{write_vec, Buf, Fill};
+use crate::buf::{write_vec, Buf, ConnBufs, Fill};
 use crate::config::{Balance, HashKey, PathMatch, ServerId, Upstream, UpstreamId, Var};
 use crate::error::{write_error_response, ErrorFormat, ProxyError};
 use crate::http::path;
@@ -30,7 +30,7 @@ use upstream::{send_keep, HeadError, InFlight, Upstreams};
 /// Header slots on the stack per parse; `server.max_headers` is capped to this.
 pub const MAX_HEADER_SLOTS: usize = 512;
 /// Initial client buffer: most request heads fit, and idle connections stay small.
-const CLIENT_BUF: usize = 4096;
+pub const CLIENT_BUF: usize = 4096;
 /// Upstream read buffer: large enough to move big bodies in few reads.
 const UPSTREAM_BUF: usize = 64 * 1024;
 /// Bodies up to this size that are already buffered travel in the same write as the head.
@@ -110,33 +110,68 @@ enum Outcome {
     Error { err: ProxyError, drained: bool },
 }
 
+/// How a busy spell of a connection ended.
+enum Spell {
+    /// Every buffered request was answered; wait for the next one without buffers.
+    Idle,
+    /// The connection is done.
+    Close,
+}
+
 /// Serves one client connection until it closes or must be closed.
+///
+/// Between requests the connection holds no buffers: it waits for readability only,
+/// and its buffers go back to the worker's pool, so an idle keep-alive connection costs
+/// a few hundred bytes. The request path's state is boxed for the same reason: it is
+/// large and lives only while the connection is busy.
 pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
     let peer = Peer::new(peer);
-    let mut cbuf = Buf::with_capacity(CLIENT_BUF);
-    let mut out = Vec::with_capacity(CLIENT_BUF);
-    let config = worker.config.clone();
+    let config = &worker.config.server;
+    let mut first = true;
+    loop {
+        let wait = if first {
+            config.header_timeout
+        } else {
+            config.keepalive_timeout
+        };
+        let at = worker.now.get() + wait;
+        match worker.timers.timeout_at(at, client.readable(false)).await {
+            Some(Ok(())) => {}
+            _ => return,
+        }
+        let mut bufs = worker.buffers.take();
+        let end = Box::pin(busy(&worker, &mut client, &mut bufs, &peer, &mut first)).await;
+        worker.buffers.give(bufs);
+        if let Spell::Close = end {
+            return;
+        }
+    }
+}
+
+/// Answers requests while the client has some buffered or arriving.
+async fn busy(
+    worker: &Worker,
+    client: &mut TcpStream,
+    bufs: &mut ConnBufs,
+    peer: &Peer,
+    first: &mut bool,
+) -> Spell {
+    let ConnBufs { cbuf, out } = bufs;
+    let config = &*worker.config;
     let limits = Limits {
         max_header_bytes: config.server.max_header_bytes,
         max_headers: config.server.max_headers.min(MAX_HEADER_SLOTS),
         max_request_line: config.server.max_request_line,
     };
     let format = config.server.error_format;
-    let mut first = true;
+    let mut answered = false;
     loop {
-        let head = match read_head(
-            &worker,
-            &limits,
-            &mut client,
-            &mut cbuf,
-            &mut out,
-            &peer,
-            first,
-        )
-        .await
-        {
+        if answered && cbuf.is_empty() {
+            return Spell::Idle;
+        }
+        let head = match read_head(worker, &limits, client, cbuf, out, peer, *first).await {
             Ok(Some(h)) => h,
-            Ok(None) => return,
+            Ok(None) => return Spell::Close,
             Err(e) => {
                 let reply = ErrorReply {
                     err: e,
@@ -144,11 +179,12 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
                     close: true,
                     is_head: false,
                 };
-                respond_error(&mut client, &mut out, format, reply).await;
-                return linger_close(client, &mut cbuf).await;
+                respond_error(client, out, format, reply).await;
+                return linger_close(client, cbuf).await;
             }
         };
-        first = false;
+        *first = false;
+        answered = true;
         let Some((_, upstream)) = head.route else {
             // The body (if any) is unread: only a bodiless request keeps the connection.
             let keep = head.body == Framing::None && head.keep_alive;
@@ -161,25 +197,15 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
                 close: !keep,
                 is_head: head.is_head,
             };
-            respond_error(&mut client, &mut out, format, reply).await;
+            respond_error(client, out, format, reply).await;
             if keep {
                 continue;
             }
-            return linger_close(client, &mut cbuf).await;
+            return linger_close(client, cbuf).await;
         };
-        match exchange(
-            &worker,
-            upstream,
-            &head,
-            &mut client,
-            &mut cbuf,
-            &mut out,
-            &peer,
-        )
-        .await
-        {
+        match exchange(worker, upstream, &head, client, cbuf, out, peer).await {
             Outcome::Done { keep_alive: true } => {}
-            Outcome::Done { keep_alive: false } => return,
+            Outcome::Done { keep_alive: false } => return Spell::Close,
             Outcome::Error { err, drained } => {
                 let keep = drained && head.keep_alive;
                 let reply = ErrorReply {
@@ -188,14 +214,12 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
                     close: !keep,
                     is_head: head.is_head,
                 };
-                respond_error(&mut client, &mut out, format, reply).await;
+                respond_error(client, out, format, reply).await;
                 if !keep {
-                    return linger_close(client, &mut cbuf).await;
+                    return linger_close(client, cbuf).await;
                 }
             }
         }
-        // An idle connection should not pin a buffer that grew for one big head.
-        cbuf.shrink_idle(CLIENT_BUF);
     }
 }
 
@@ -204,26 +228,24 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
 /// Closing a socket with unread data makes the kernel send RST, which can destroy the
 /// error response before the client reads it; so shut down our side first and drain
 /// what the client still sends, for a bounded time and size (nginx's lingering close).
-async fn linger_close(mut client: TcpStream, cbuf: &mut Buf) {
+async fn linger_close(client: &mut TcpStream, cbuf: &mut Buf) -> Spell {
     const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
     const MAX_DRAIN: usize = 1 << 20;
-    if monoio::io::AsyncWriteRent::shutdown(&mut client)
-        .await
-        .is_err()
-    {
-        return;
+    if monoio::io::AsyncWriteRent::shutdown(client).await.is_err() {
+        return Spell::Close;
     }
     let drain = async {
         let mut drained = 0;
         while drained < MAX_DRAIN {
             cbuf.consume(cbuf.len());
-            match cbuf.fill(&mut client, CLIENT_BUF).await {
+            match cbuf.fill(client, CLIENT_BUF).await {
                 Ok(Fill::Read(n)) => drained += n,
                 _ => break,
             }
         }
     };
     let _ = timeout(LINGER, drain).await;
+    Spell::Close
 }
 
 /// Waits for a complete request head and prepares the upstream head in `out`.
@@ -528,7 +550,10 @@ async fn exchange(
         // Only a replayable idempotent request may find out on the wire that a pooled
         // connection was dead: anything else must not be resent, so check it first.
         let check_pooled = !may_retry;
-        let mut conn = match ups.acquire(&mut tried, fresh_for.take(), check_pooled).await {
+        let mut conn = match ups
+            .acquire(&mut tried, fresh_for.take(), check_pooled)
+            .await
+        {
             Ok(c) => c,
             Err(err) => {
                 // After a failed attempt, "nobody else to try" is less telling than why.

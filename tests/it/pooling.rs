@@ -52,3 +52,46 @@ fn a_pooled_connection_closed_by_the_upstream_is_retried_on_a_fresh_one() {
     }
     assert_eq!(up.requests(), 20);
 }
+
+/// A config like `config_for` with extra `[server]` lines.
+fn with_server_lines(servers: &[std::net::SocketAddr], lines: &str) -> String {
+    crate::support::config_for(servers).replacen(
+        "workers = 1\n",
+        &format!("workers = 1\n{lines}\n"),
+        1,
+    )
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_keepalive_timeout() {
+    let up = crate::support::Upstream::start("a", Mode::Ok);
+    let config = with_server_lines(&[up.addr()], "keepalive_timeout = \"300ms\"");
+    let (_proxy, addr) = crate::support::start_proxy(&config);
+    let mut c = Client::connect(addr);
+    assert_eq!(c.get("/one").status, 200);
+    // The proxy closes the idle connection on its own; the read then sees EOF.
+    c.assert_closed();
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_closed_after_header_timeout() {
+    let up = crate::support::Upstream::start("a", Mode::Ok);
+    let config = with_server_lines(&[up.addr()], "header_timeout = \"300ms\"");
+    let (_proxy, addr) = crate::support::start_proxy(&config);
+    let mut c = Client::connect(addr);
+    c.assert_closed();
+    assert_eq!(up.requests(), 0);
+}
+
+#[test]
+fn a_partial_head_gets_408_after_header_timeout() {
+    let up = crate::support::Upstream::start("a", Mode::Ok);
+    let config = with_server_lines(&[up.addr()], "header_timeout = \"300ms\"");
+    let (_proxy, addr) = crate::support::start_proxy(&config);
+    let mut c = Client::connect(addr);
+    c.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n");
+    let r = c.read_response();
+    assert_eq!(r.status, 408);
+    assert!(r.closes());
+    assert_eq!(up.requests(), 0);
+}

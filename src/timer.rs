@@ -1,0 +1,150 @@
+//! Coarse per-worker timers for idle waits (keep-alive, first request head).
+//!
+//! monoio's `Sleep` is 640 bytes, which would be most of what an idle keep-alive
+//! connection costs. Idle waits need no precision, so they register `(deadline, waker)`
+//! in this worker-owned slab instead, and the worker's tick (every 50 ms) wakes the
+//! expired ones. Owned by one worker; nothing here is shared between threads.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+/// One worker's coarse timers.
+#[derive(Debug, Default)]
+pub struct Timers {
+    slots: RefCell<Vec<Option<(Instant, Waker)>>>,
+    free: RefCell<Vec<usize>>,
+    now: Cell<Option<Instant>>,
+}
+
+impl Timers {
+    /// Records the worker's clock and wakes every wait whose deadline passed.
+    pub fn tick(&self, now: Instant) {
+        self.now.set(Some(now));
+        for (at, waker) in self.slots.borrow().iter().flatten() {
+            if *at <= now {
+                waker.wake_by_ref();
+            }
+        }
+    }
+
+    fn expired(&self, at: Instant) -> bool {
+        self.now.get().is_some_and(|now| now >= at)
+    }
+
+    fn register(&self, slot: &mut Option<usize>, at: Instant, waker: &Waker) {
+        let mut slots = self.slots.borrow_mut();
+        match *slot {
+            Some(i) => {
+                if let Some((_, w)) = &mut slots[i] {
+                    if !w.will_wake(waker) {
+                        w.clone_from(waker);
+                    }
+                }
+            }
+            None => {
+                let entry = Some((at, waker.clone()));
+                let i = match self.free.borrow_mut().pop() {
+                    Some(i) => {
+                        slots[i] = entry;
+                        i
+                    }
+                    None => {
+                        slots.push(entry);
+                        slots.len() - 1
+                    }
+                };
+                *slot = Some(i);
+            }
+        }
+    }
+
+    fn unregister(&self, slot: usize) {
+        self.slots.borrow_mut()[slot] = None;
+        self.free.borrow_mut().push(slot);
+    }
+
+    /// Runs `fut` until it finishes (`Some`) or `at` passes (`None`, `fut` dropped).
+    pub fn timeout_at<F: Future>(&self, at: Instant, fut: F) -> Timeout<'_, F> {
+        Timeout {
+            fut,
+            at,
+            timers: self,
+            slot: None,
+        }
+    }
+}
+
+/// The future of [`Timers::timeout_at`].
+pub struct Timeout<'a, F> {
+    fut: F,
+    at: Instant,
+    timers: &'a Timers,
+    slot: Option<usize>,
+}
+
+impl<F: Future> Future for Timeout<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `fut` is never moved out of the pinned struct (structural pinning);
+        // the other fields are plain data that may move.
+        let this = unsafe { self.get_unchecked_mut() };
+        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        if let Poll::Ready(out) = fut.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if this.timers.expired(this.at) {
+            return Poll::Ready(None);
+        }
+        this.timers.register(&mut this.slot, this.at, cx.waker());
+        Poll::Pending
+    }
+}
+
+impl<F> Drop for Timeout<'_, F> {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot.take() {
+            self.timers.unregister(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[monoio::test(timer_enabled = true)]
+    async fn a_wait_ends_at_the_first_tick_past_its_deadline() {
+        let timers = std::rc::Rc::new(Timers::default());
+        let t0 = Instant::now();
+        let t = timers.clone();
+        let ticker = monoio::spawn(async move {
+            for i in 1..=4u64 {
+                monoio::time::sleep(Duration::from_millis(5)).await;
+                t.tick(t0 + Duration::from_secs(i));
+            }
+        });
+        let never = std::future::pending::<()>();
+        assert_eq!(
+            timers
+                .timeout_at(t0 + Duration::from_millis(2500), never)
+                .await,
+            None
+        );
+        assert_eq!(
+            timers.slots.borrow().iter().flatten().count(),
+            0,
+            "unregistered"
+        );
+        assert_eq!(
+            timers.timeout_at(t0, async { 7 }).await,
+            Some(7),
+            "ready wins"
+        );
+        ticker.await;
+    }
+}
