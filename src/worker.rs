@@ -239,8 +239,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 last_error = None;
-                // Small responses must not wait for Nagle's algorithm.
-                let _ = stream.set_nodelay(true);
+                // TCP_NODELAY is inherited from the listener (see server::bind).
                 monoio::spawn(proxy::serve(worker.clone(), stream, peer));
             }
             Err(e) => {

@@ -129,15 +129,14 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
     let config = &worker.config.server;
     let mut first = true;
     loop {
-        let wait = if first {
-            config.header_timeout
-        } else {
-            config.keepalive_timeout
-        };
-        let at = worker.now.get() + wait;
-        match worker.timers.timeout_at(at, client.readable(false)).await {
-            Some(Ok(())) => {}
-            _ => return,
+        // A new connection's request is usually there already: read it at once
+        // (`busy` applies header_timeout); a kept-alive one waits without buffers.
+        if !first {
+            let at = worker.now.get() + config.keepalive_timeout;
+            match worker.timers.timeout_at(at, client.readable(false)).await {
+                Some(Ok(())) => {}
+                _ => return,
+            }
         }
         let mut bufs = worker.buffers.take();
         let end = Box::pin(busy(&worker, &mut client, &mut bufs, &peer, &mut first)).await;
