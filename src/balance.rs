@@ -18,6 +18,9 @@ const RING_POINTS: u64 = 160;
 const LATENCY_HALF_LIFE: f64 = 10.0;
 /// Weight of a new latency sample in the moving average.
 const EWMA_ALPHA: f64 = 0.3;
+/// Random picks try this many samples before scanning the whole group (which they then
+/// do when most servers are down or the weights are very uneven).
+const SAMPLE_TRIES: u32 = 8;
 /// `ip_hash` rehashes this many times past unusable servers (nginx uses 20) before
 /// falling back to round robin.
 const REHASH_TRIES: u32 = 20;
@@ -62,6 +65,8 @@ struct ServerState {
 #[derive(Debug)]
 struct GroupState {
     cursor: Cell<usize>,
+    /// Largest configured weight (scaled by 100, as `effective_weight`).
+    max_weight: u64,
     /// Smooth weighted round robin's current weights, by position.
     current: Vec<Cell<i64>>,
     /// Ketama ring of (point, position) over primary servers, sorted by point.
@@ -101,6 +106,12 @@ impl Balancer {
             .iter()
             .map(|u| GroupState {
                 cursor: Cell::new(worker % u.servers.len()),
+                max_weight: u
+                    .servers
+                    .iter()
+                    .map(|&s| u64::from(config.servers[s].weight) * 100)
+                    .max()
+                    .unwrap_or(100),
                 current: u.servers.iter().map(|_| Cell::new(0)).collect(),
                 ring: if u.balance == Balance::ConsistentHash {
                     build_ring(config, u)
@@ -193,10 +204,10 @@ impl Balancer {
                 state.current[b].set(state.current[b].get() - total);
                 Some(b)
             }
-            (Balance::Random, _) => self.weighted_random(n, &ok, weight),
+            (Balance::Random, _) => self.weighted_random(n, state.max_weight, &ok, weight),
             (Balance::P2c, _) => {
-                let a = self.weighted_random(n, &ok, weight)?;
-                let mut b = self.weighted_random(n, &ok, weight)?;
+                let a = self.weighted_random(n, state.max_weight, &ok, weight)?;
+                let mut b = self.weighted_random(n, state.max_weight, &ok, weight)?;
                 if b == a {
                     // A second, different candidate if there is one.
                     b = (1..n).map(|k| (a + k) % n).find(|&p| ok(p)).unwrap_or(a);
@@ -269,9 +280,19 @@ impl Balancer {
     fn weighted_random(
         &self,
         n: usize,
+        max_weight: u64,
         ok: &impl Fn(usize) -> bool,
         weight: impl Fn(usize) -> u64,
     ) -> Option<usize> {
+        // Rejection sampling: a uniform position, kept with probability weight / max.
+        // O(1) expected for usual groups, where the exact scan below is O(n).
+        for _ in 0..SAMPLE_TRIES {
+            let r = self.next_random();
+            let pos = (r % n as u64) as usize;
+            if ok(pos) && (r >> 32) % max_weight.max(1) < weight(pos) {
+                return Some(pos);
+            }
+        }
         let total: u64 = (0..n).filter(|&p| ok(p)).map(&weight).sum();
         if total == 0 {
             return None;
@@ -324,8 +345,12 @@ impl Balancer {
         match s.latency_at.get() {
             None => 0.0,
             Some(at) => {
-                let age = now.saturating_duration_since(at).as_secs_f64();
-                s.latency.get() * (-age / LATENCY_HALF_LIFE).exp2()
+                let age = now.saturating_duration_since(at);
+                if age < Duration::from_millis(100) {
+                    // Under 0.7% of decay: not worth an exp2 per candidate per pick.
+                    return s.latency.get();
+                }
+                s.latency.get() * (-age.as_secs_f64() / LATENCY_HALF_LIFE).exp2()
             }
         }
     }
