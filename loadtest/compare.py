@@ -12,6 +12,10 @@ For each scenario the origin and all three proxies are started fresh, checked (o
 each through /echo), then driven round by round: one warm-up round, then --rounds measured
 rounds in which the proxies take turns (the order rotates each round). The table shows the
 median of the measured rounds and the min-max spread.
+
+The failover scenario differs: three origins (ports base, base+4, base+5), one proxy at a
+time, one 15 s wrk run per proxy with a Lua per-0.5 s timeline, origin #2 SIGKILLed at 5 s and
+restarted at 10 s (see failover_once and loadtest/README.md).
 """
 
 import argparse
@@ -37,7 +41,7 @@ RINGWAY = os.path.join(REPO, "target", "release", "ringway")
 
 PROXIES = ["ringway", "nginx", "haproxy"]
 LABEL = {"ringway": "ringway", "nginx": "nginx", "haproxy": "HAProxy"}
-ALL_SCENARIOS = ["small", "churn", "large", "post", "idle", "lowconc", "autocannon"]
+ALL_SCENARIOS = ["small", "churn", "large", "post", "idle", "lowconc", "autocannon", "failover"]
 SCENARIO_ALIASES = {"lowconc": ["lowconc-1", "lowconc-8"]}
 
 SMALL_BODY = "hello world\n"  # 12 bytes
@@ -66,7 +70,13 @@ DESCRIPTION = {
     "idle": "idle keep-alive client connections, RSS growth per connection",
     "autocannon": "autocannon -c 64, GET 12-byte body, through ringway only",
     "upload": "POST, 1 MiB body (streamed), 16 keep-alive connections (opt-in scenario)",
+    "failover": "three origins, origin #2 SIGKILLed at 1/3 of the run and restarted at 2/3; "
+                "GET, 12-byte body, 64 keep-alive connections",
 }
+
+# Failover scenario: the timeline's resolution, and what counts as recovered.
+FO_SLICE = 0.5
+FO_RECOVERED = 0.9  # 1 s (two slices) at >= 90 % of the pre-kill req/s on average counts as back to normal
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Other work above this share of the proxy's CPU during a run marks the run as noisy.
@@ -130,6 +140,41 @@ class Procs:
         self.live.pop(p.pid, None)
         self._save()
         return p.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def spawn(self, name, argv):
+        """Starts a load generator in the background (own group, output piped); collect it with
+        reap(). For runs during which the driver has other things to do (the failover scenario)."""
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True)
+        self.live[p.pid] = (p, name)
+        self._save()
+        return p
+
+    def reap(self, p, timeout):
+        """Waits for a spawn()ed process; returns (rc or None on timeout, stdout, stderr)."""
+        try:
+            out, err = p.communicate(timeout=timeout)
+            rc = p.returncode
+        except subprocess.TimeoutExpired:
+            self.stop(p)
+            out, err = p.communicate()
+            rc, err = None, err + b"\n(timed out)"
+        self.live.pop(p.pid, None)
+        self._save()
+        return rc, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def kill(self, p):
+        """SIGKILL to the whole group at once (nginx master and workers): no graceful anything."""
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.live.pop(p.pid, None)
+        self._save()
 
     def stop(self, p, grace=5.0):
         pgid = p.pid
@@ -423,11 +468,12 @@ events {{
 """
 
 
-def origin_config(workdir, port, nofile):
-    d, head = nginx_common(workdir, "origin", min(nofile, 8192), 4096)
+def origin_config(workdir, port, nofile, name="origin"):
+    d, head = nginx_common(workdir, name, min(nofile, 8192), 4096)
     www = os.path.join(workdir, "www")
     return d, head + f"""http {{
     access_log off;
+    log_format health_ts '$msec';
     default_type text/plain;
     sendfile on;
     tcp_nopush on;
@@ -448,6 +494,16 @@ def origin_config(workdir, port, nofile):
         location = /echo {{
             return 200 "host=$http_host xff=$http_x_forwarded_for xfp=$http_x_forwarded_proto xfh=$http_x_forwarded_host forwarded=$http_forwarded via=$http_via\\n";
         }}
+        # Health checks (failover scenario): 200, each one logged with its time so that the
+        # harness can tell the proxies' checks from their traffic.
+        location = /health {{
+            access_log {d}/health.log health_ts;
+            return 200 "ok\\n";
+        }}
+        # Request counter, polled by the harness every 0.5 s in the failover scenario.
+        location = /nginx_status {{
+            stub_status;
+        }}
         # Everything else, GET or POST (a POST body is read and discarded): 12 bytes.
         location / {{
             return 200 "{SMALL_BODY.strip()}\\n";
@@ -457,8 +513,14 @@ def origin_config(workdir, port, nofile):
 """
 
 
-def nginx_proxy_config(workdir, port, up_port, nofile):
+def nginx_proxy_config(workdir, port, up_ports, nofile, failover=False):
     d, head = nginx_common(workdir, "nginx", nofile, 20000)
+    # nginx open source has no active health checks: in the failover scenario only passive ones
+    # (one failure takes a server out for 2 s) and retries on errors and 502s (at most 2 retries).
+    mark = " max_fails=1 fail_timeout=2s" if failover else ""
+    servers = "\n".join(f"        server 127.0.0.1:{p}{mark};" for p in up_ports)
+    retry = ("\n            proxy_next_upstream error timeout http_502;"
+             "\n            proxy_next_upstream_tries 3;") if failover else ""
     return d, head + f"""http {{
     access_log off;
     keepalive_timeout 60s;
@@ -474,7 +536,7 @@ def nginx_proxy_config(workdir, port, up_port, nofile):
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     upstream up {{
-        server 127.0.0.1:{up_port};
+{servers}
         keepalive 64;
         keepalive_requests 100000000;
         keepalive_timeout 60s;
@@ -491,7 +553,7 @@ def nginx_proxy_config(workdir, port, up_port, nofile):
             proxy_set_header X-Forwarded-Host $http_host;
             proxy_set_header Forwarded "for=$remote_addr;host=\\"$http_host\\";proto=$scheme";
             proxy_set_header Via "1.1 nginx";
-            proxy_connect_timeout 3s;
+            proxy_connect_timeout 3s;{retry}
             add_header Via "1.1 nginx" always;
         }}
     }}
@@ -499,9 +561,16 @@ def nginx_proxy_config(workdir, port, up_port, nofile):
 """
 
 
-def haproxy_config(workdir, port, up_port, maxconn):
+def haproxy_config(workdir, port, up_ports, maxconn, failover=False):
     d = os.path.join(workdir, "haproxy")
     os.makedirs(d, exist_ok=True)
+    check = " check inter 200ms fall 2 rise 2" if failover else ""
+    servers = "\n".join(f"    server s{i + 1} 127.0.0.1:{p} pool-max-conn 64{check}" for i, p in enumerate(up_ports))
+    # Failover: active checks, 2 retries, the last one on another server (redispatch), and
+    # retries also for requests whose connection died before a response (HAProxy's default
+    # is conn-failure only; ringway's default retry_on is connect, timeout, reset).
+    backend = ("    balance roundrobin\n    option httpchk GET /health\n    retries 2\n    option redispatch\n"
+               "    retry-on conn-failure empty-response response-timeout\n") if failover else ""
     return d, f"""# generated by loadtest/compare.py
 global
     nbthread 1
@@ -531,13 +600,18 @@ frontend fe
     default_backend up
 
 backend up
-    server s1 127.0.0.1:{up_port} pool-max-conn 64
+{backend}{servers}
 """
 
 
-def ringway_config(workdir, port, up_port):
+def ringway_config(workdir, port, up_ports, failover=False):
     d = os.path.join(workdir, "ringway")
     os.makedirs(d, exist_ok=True)
+    servers = ", ".join(f'"127.0.0.1:{p}"' for p in up_ports)
+    # Failover: active checks as fast as HAProxy's; passive checks, retries and back-off
+    # stay at their defaults (max_fails 1, retries 2, retry_on connect/timeout/reset).
+    health = ("\n[upstreams.up.health]\npath = \"/health\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\n"
+              "fall = 2\nrise = 2\n") if failover else ""
     return d, f"""# generated by loadtest/compare.py
 [server]
 listen = "127.0.0.1:{port}"
@@ -546,15 +620,154 @@ header_timeout = "10s"
 keepalive_timeout = "60s"
 
 [upstreams.up]
-servers = ["127.0.0.1:{up_port}"]
+servers = [{servers}]
 keepalive = 64
 keepalive_timeout = "60s"
 connect_timeout = "3s"
-
+{health}
 [[routes]]
 path_prefix = "/"
 upstream = "up"
 """
+
+
+# The failover scenario's wrk script: counts responses per time slice, so that one wrk run
+# (keep-alive connections kept across the kill) gives a timeline. Slices are counted from the
+# driver's CLOCK_MONOTONIC time t0 (passed as `-- t0 slice`), the same clock the driver kills and
+# restarts origin #2 by, so the events fall exactly on slice boundaries. Defining response()
+# makes wrk hand each response to Lua; on this 12-byte body it did not measurably slow wrk.
+FAILOVER_LUA = """-- generated by loadtest/compare.py (failover timeline)
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } rw_timespec;
+int clock_gettime(int clk, rw_timespec *tp);
+]]
+local ts = ffi.new("rw_timespec")
+local C = ffi.C
+local floor = math.floor
+local t0, slice = 0, 0.5
+ok = {}
+bad = {}
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  t0 = tonumber(args[1])
+  slice = tonumber(args[2])
+end
+
+function response(status, headers, body)
+  C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+  local i = floor((tonumber(ts.tv_sec) - t0 + tonumber(ts.tv_nsec) * 1e-9) / slice)
+  if status < 400 then ok[i] = (ok[i] or 0) + 1 else bad[i] = (bad[i] or 0) + 1 end
+end
+
+function done(summary, latency, requests)
+  local o, b = {}, {}
+  for _, t in ipairs(threads) do
+    for k, v in pairs(t:get("ok")) do o[k] = (o[k] or 0) + v end
+    for k, v in pairs(t:get("bad")) do b[k] = (b[k] or 0) + v end
+  end
+  local n = -1
+  for k, _ in pairs(o) do if k > n then n = k end end
+  for k, _ in pairs(b) do if k > n then n = k end end
+  for k = 0, n do io.write(string.format("SLICE %d %d %d\\n", k, o[k] or 0, b[k] or 0)) end
+end
+"""
+
+
+def stub_requests(port):
+    """The `requests` counter of an origin's stub_status (this request included), or None if
+    the origin does not answer."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3) as s:
+            s.settimeout(0.3)
+            s.sendall(b"GET /nginx_status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            status, _, body = read_response(s)
+    except (OSError, ValueError, IndexError):
+        return None
+    m = re.search(rb"\n\s*\d+\s+\d+\s+(\d+)\s*\n", body)
+    return int(m.group(1)) if status == 200 and m else None
+
+
+def health_times(path):
+    """Wall-clock times of the health-check requests an origin logged."""
+    try:
+        with open(path) as f:
+            return [float(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def read_new_lines(path, state, out, t):
+    """Appends (t, line) for every complete line added to `path` since the last call."""
+    try:
+        with open(path, errors="replace") as f:
+            f.seek(state["offset"])
+            data = f.read()
+            state["offset"] = f.tell()
+    except OSError:
+        return
+    data = state["partial"] + data
+    lines = data.split("\n")
+    state["partial"] = lines.pop()
+    out.extend((t, l.rstrip()) for l in lines if l.strip())
+
+
+def group_ticks(pids):
+    """CPU ticks of those processes that still exist."""
+    total = 0
+    for pid in pids:
+        try:
+            total += cpu_ticks([pid])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def fo_times(duration):
+    """(kill at, restart at) in seconds from the start: a third and two thirds of the run,
+    on slice boundaries."""
+    k = round(duration / 3 / FO_SLICE) * FO_SLICE
+    r = round(2 * duration / 3 / FO_SLICE) * FO_SLICE
+    return k, r
+
+
+def fo_recovery(rps, pre, start, end):
+    """Seconds from slice `start` to the first slice from which the mean of two consecutive
+    slices (1 s; the last slice of the phase alone) reaches FO_RECOVERED x pre; None if none
+    does before slice `end`. Two slices rather than one: with the load CPU saturated, single
+    slices jitter by 10-20 % even with all origins up."""
+    if not pre:
+        return None
+    for j in range(start, end):
+        if statistics.mean(rps[j:min(j + 2, end)]) >= FO_RECOVERED * pre:
+            return (j - start) * FO_SLICE
+    return None
+
+
+def fmt_rec(x, phase):
+    if x is None:
+        return f"**not within {phase:g} s**"
+    return f"< {FO_SLICE:g} s" if x == 0 else f"{x:.1f} s"
+
+
+SPARK = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(rps, pre, marks):
+    """One character per slice, its height the slice's req/s relative to the pre-kill level
+    (full block = at or above it); `|` before the slices in `marks` (kill, restart)."""
+    out = []
+    for i, v in enumerate(rps):
+        if i in marks:
+            out.append("|")
+        r = v / pre if pre else 0
+        out.append(SPARK[max(0, min(8, round(r * 8)))] if v > 0 else "_")
+    return "".join(out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -574,11 +787,13 @@ class Harness:
         self.echo = {}  # proxy -> echo body seen by the origin
         base = args.base_port
         self.port = {"origin": base, "ringway": base + 1, "nginx": base + 2, "haproxy": base + 3,
-                     "dead": base + 9}
+                     "origin2": base + 4, "origin3": base + 5, "dead": base + 9}
         self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.origin = None
         self.running = {}  # proxy -> Popen
         self.busy_samples = []  # % busy in the pause before each measured run
+        self.fo_origins = []  # failover: the three origin Popens ([1] is replaced on restart)
+        self.failover = {}  # proxy -> failover run dict
 
     # ---- pre-checks
 
@@ -614,11 +829,14 @@ class Harness:
             self.check_release_binary()
             self.bin["ringway"] = RINGWAY
 
-        busy_ports = [p for p in sorted(set(self.port.values())) if port_in_use(p)]
+        # The failover scenario's origins #2 and #3 are checked only when it runs.
+        needed = {k: v for k, v in self.port.items()
+                  if "failover" in scenarios or k not in ("origin2", "origin3")}
+        busy_ports = [p for p in sorted(set(needed.values())) if port_in_use(p)]
         if busy_ports:
             p = busy_ports[0]
             raise HarnessError(f"port 127.0.0.1:{p} is already in use, the harness needs it free "
-                               f"(ports {min(self.port.values())}-{max(self.port.values())}).\n"
+                               f"(ports {', '.join(str(x) for x in sorted(set(needed.values())))}).\n"
                                f"  listener: {who_listens(p)}\n"
                                f"  stop it, or pick other ports with --base-port N")
 
@@ -724,6 +942,8 @@ class Harness:
             with open(os.path.join(self.workdir, name), "w") as f:
                 f.write(f'wrk.method = "POST"\nwrk.body = string.rep("x", {size})\n'
                         'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+        with open(os.path.join(self.workdir, "failover.lua"), "w") as f:
+            f.write(FAILOVER_LUA)
         # nginx workers may run as nobody: let them read the static file.
         for p in (self.workdir, os.path.join(self.workdir, "www"), www):
             os.chmod(p, 0o755)
@@ -731,29 +951,37 @@ class Harness:
 
     # ---- start/stop
 
-    def start_origin(self):
-        d, conf = origin_config(self.workdir, self.port["origin"], self.nofile)
+    def start_origin(self, port=None, name="origin"):
+        """Starts an origin nginx (1 worker, on the load CPU). Without arguments: the origin of
+        the other scenarios, kept in self.origin. With a port and a name (its directory in the
+        workdir): one of the failover scenario's origins, returned."""
+        d, conf = origin_config(self.workdir, port or self.port["origin"], self.nofile, name)
         path = os.path.join(d, "nginx.conf")
         with open(path, "w") as f:
             f.write(conf)
         logpath = os.path.join(d, "stdout.log")
         argv = [self.bin["taskset"], "-c", str(self.args.load_cpu), self.bin["nginx"], "-p", d, "-c", path,
                 "-e", os.path.join(d, "error.log")]
-        self.nginx_test(argv, path, logpath, "origin nginx")
-        self.origin = self.procs.start("origin-nginx", argv, logpath)
-        wait_listening(self.port["origin"], self.origin, logpath, "origin nginx")
+        self.nginx_test(argv, path, logpath, f"{name} nginx")
+        p = self.procs.start(f"{name}-nginx", argv, logpath)
+        if port is None:
+            self.origin = p
+        wait_listening(port or self.port["origin"], p, logpath, f"{name} nginx")
+        return p
 
     def nginx_test(self, argv, path, logpath, what):
         r = subprocess.run(argv + ["-t", "-q"], capture_output=True, text=True)
         if r.returncode != 0:
             raise HarnessError(f"{what} config {path} is invalid:\n{r.stdout}{r.stderr}")
 
-    def start_proxy(self, name):
-        up = self.port["dead"] if self.args.dead_upstream == name else self.port["origin"]
+    def start_proxy(self, name, up_ports=None, failover=False):
+        if up_ports is None:
+            up_ports = [self.port["dead"] if self.args.dead_upstream == name else self.port["origin"]]
+        up = up_ports
         port = self.port[name]
         taskset = [self.bin["taskset"], "-c", str(self.args.proxy_cpu)]
         if name == "ringway":
-            d, conf = ringway_config(self.workdir, port, up)
+            d, conf = ringway_config(self.workdir, port, up, failover)
             path = os.path.join(d, "ringway.toml")
             with open(path, "w") as f:
                 f.write(conf)
@@ -762,14 +990,14 @@ class Harness:
                 raise HarnessError(f"ringway check -c {path} failed:\n{r.stdout}{r.stderr}")
             argv = taskset + [self.bin["ringway"], "run", "-c", path, "--workers", "1"]
         elif name == "nginx":
-            d, conf = nginx_proxy_config(self.workdir, port, up, self.nofile)
+            d, conf = nginx_proxy_config(self.workdir, port, up, self.nofile, failover)
             path = os.path.join(d, "nginx.conf")
             with open(path, "w") as f:
                 f.write(conf)
             argv = taskset + [self.bin["nginx"], "-p", d, "-c", path, "-e", os.path.join(d, "error.log")]
             self.nginx_test(argv, path, os.path.join(d, "stdout.log"), "proxy nginx")
         else:
-            d, conf = haproxy_config(self.workdir, port, up, self.args.haproxy_maxconn)
+            d, conf = haproxy_config(self.workdir, port, up, self.args.haproxy_maxconn, failover)
             path = os.path.join(d, "haproxy.cfg")
             with open(path, "w") as f:
                 f.write(conf)
@@ -799,6 +1027,10 @@ class Harness:
         if self.origin is not None:
             self.procs.stop(self.origin)
             self.origin = None
+        for p in self.fo_origins:
+            if p is not None:
+                self.procs.stop(p)
+        self.fo_origins = []
 
     def measured_pids(self, name):
         """(pids whose CPU is counted, pid whose RSS is read) for a running proxy."""
@@ -1104,6 +1336,223 @@ class Harness:
         self.stop_scenario()
         self.results["autocannon"] = {"ringway": [r]}
 
+    # ---- failover: origin #2 killed and restarted while the proxy is under load
+
+    def run_failover(self):
+        a = self.args
+        dur = a.failover_duration
+        kill_at, restart_at = fo_times(dur)
+        ports = [self.port["origin"], self.port["origin2"], self.port["origin3"]]
+        log(f"\n== failover: {DESCRIPTION['failover']}\n   origins on {', '.join(map(str, ports))}; "
+            f"{dur}s per proxy, kill origin #2 at {kill_at:g}s, restart at {restart_at:g}s; "
+            "fresh origins and proxy per run")
+        for name in PROXIES:
+            r = self.failover_once(name, ports, dur, kill_at, restart_at)
+            self.failover[name] = r
+            self.results.setdefault("failover", {})[name] = [r]
+            status = "ok" if not r["problems"] else "FAIL: " + "; ".join(r["problems"])
+            errs = r["non2xx"] + sum(r["sock"].values())
+            if errs and not r["problems"]:
+                status = f"{errs:,} errors (not counted as a failure for {LABEL[name]}, see the report)"
+            log(f"   {LABEL[name]:8} before {fmt_num(r['pre'])} req/s, min {fmt_num(r['min_down'])} at "
+                f"{fmt_num(r['min_down_at'], 1)}s, down {fmt_num(r['down'])}, back after kill "
+                f"{fmt_rec(r['rec_kill'], restart_at - kill_at)}, after restart "
+                f"{fmt_rec(r['rec_restart'], dur - restart_at)}; origin #2 after restart "
+                f"{fmt_num(r['o2_after'])} req  {status}")
+            log(f"            {sparkline(r['rps_slices'], r['pre'], {r['kill_k'], r['restart_k']})}")
+            if r["problems"]:
+                self.fail("failover", name, "; ".join(r["problems"]))
+
+    def failover_once(self, name, ports, dur, kill_at, restart_at):
+        a = self.args
+        n = int(round(dur / FO_SLICE))
+        kill_k, restart_k = int(round(kill_at / FO_SLICE)), int(round(restart_at / FO_SLICE))
+        dirs = [os.path.join(self.workdir, f"origin{i + 1}") for i in range(3)]
+        restarted_dir = os.path.join(self.workdir, "origin2-restarted")
+        for d in dirs + [restarted_dir]:  # a fresh count of health checks per run (before nginx opens it)
+            try:
+                os.remove(os.path.join(d, "health.log"))
+            except OSError:
+                pass
+        self.fo_origins = [self.start_origin(p, f"origin{i + 1}") for i, p in enumerate(ports)]
+        self.start_proxy(name, ports, failover=True)
+        problems = []
+        bad = self.sanity(name)
+        if bad:
+            problems.append(f"sanity check through /echo: {bad}")
+        url = f"http://127.0.0.1:{self.port[name]}/"
+        load = [self.bin["taskset"], "-c", str(a.load_cpu), self.bin["wrk"], "-t1", "-c64"]
+        rc, out, err = self.procs.run("wrk", load + [f"-d{a.warmup}s", url], timeout=a.warmup + 60)
+        if rc != 0 or "Non-2xx" in out or "Socket errors" in out:
+            problems.append("warm-up (all origins up) was not clean: " + " ".join(
+                l.strip() for l in out.splitlines() if "Non-2xx" in l or "Socket errors" in l or "requests in" in l))
+        # The proxy's log, read at every slice boundary: its lines get the time they appeared by
+        # (ringway's and nginx's own timestamps have whole seconds; HAProxy's stderr has none).
+        logfile = os.path.join(os.path.dirname(self.logpath[name]), "error.log" if name == "nginx" else "stdout.log")
+        log_state = {"offset": os.path.getsize(logfile) if os.path.exists(logfile) else 0, "partial": ""}
+        run_log = []
+        self.between_rounds()
+
+        cpu_pids, rss_pid = self.measured_pids(name)
+        origin_pids = [[o.pid] + proc_children(o.pid) for o in self.fo_origins]
+        s0 = {"proxy_cpu": cpu_stat(a.proxy_cpu), "load_cpu": cpu_stat(a.load_cpu),
+              "proxy": cpu_ticks(cpu_pids), "origins": [group_ticks(p) for p in origin_pids],
+              "children": children_ticks(), "self": self_ticks()}
+        o2_ticks_at_kill = 0
+        wall_minus_mono = time.time() - time.monotonic()
+        t0 = time.monotonic()
+        argv = load + [f"-d{dur}s", "--latency", "--timeout", "5s", "-s",
+                       os.path.join(self.workdir, "failover.lua"), url, "--", f"{t0:.6f}", f"{FO_SLICE}"]
+        wrk = self.procs.spawn("wrk", argv)
+        # polls[i][k] = (wall time, stub_status requests or None, instance) at slice boundary k
+        polls = [[], [], []]
+        npolls = {}  # (origin, instance) -> answered polls so far
+        instance = [0, 0, 0]
+        events = {}
+        for k in range(n + 1):
+            delay = t0 + k * FO_SLICE - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if k == restart_k:
+                events["restart"] = time.monotonic() - t0
+                self.fo_origins[1] = self.start_origin(ports[1], "origin2-restarted")
+                events["listening"] = time.monotonic() - t0
+                instance[1] = 1
+            for i in range(3):
+                if k > kill_k and k < restart_k and i == 1:
+                    v = None  # known down: do not poll (a refused connect costs nothing, but why)
+                else:
+                    v = stub_requests(ports[i])
+                if v is not None:
+                    npolls[(i, instance[i])] = npolls.get((i, instance[i]), 0) + 1
+                polls[i].append((time.time(), v, instance[i]))
+            read_new_lines(logfile, log_state, run_log, k * FO_SLICE)
+            if k == kill_k:
+                o2_ticks_at_kill = group_ticks(origin_pids[1])
+                events["kill"] = time.monotonic() - t0
+                self.procs.kill(self.fo_origins[1])
+                self.fo_origins[1] = None
+                if port_in_use(ports[1]) and stub_requests(ports[1]) is not None:
+                    problems.append("origin #2 still answered after SIGKILL")
+        rc, out, err = self.procs.reap(wrk, timeout=60)
+        read_new_lines(logfile, log_state, run_log, dur)
+        alive = self.alive(name)
+        t1 = cpu_ticks(cpu_pids) if alive else None
+        # Load CPU: wrk (reaped) + the origins (origin #2: up to its kill, then the new one) + this driver.
+        restarted_pids = ([self.fo_origins[1].pid] + proc_children(self.fo_origins[1].pid)
+                          if self.fo_origins[1] else [])
+        origins_cpu = (group_ticks(origin_pids[0]) - s0["origins"][0] + group_ticks(origin_pids[2])
+                       - s0["origins"][2] + o2_ticks_at_kill - s0["origins"][1] + group_ticks(restarted_pids))
+        load_ticks = origins_cpu + children_ticks() - s0["children"] + self_ticks() - s0["self"]
+        s1 = {"proxy_cpu": cpu_stat(a.proxy_cpu), "load_cpu": cpu_stat(a.load_cpu)}
+        foreign = foreign_pct(s0["proxy_cpu"], s1["proxy_cpu"], None if t1 is None else t1 - s0["proxy"])
+        foreign_load = foreign_pct(s0["load_cpu"], s1["load_cpu"], load_ticks)
+        with open(os.path.join(self.workdir, "wrk.log"), "a") as f:
+            f.write(f"==== failover {name}: {' '.join(argv)}\n{out}{err}\n")
+
+        w = parse_wrk(out)
+        m = re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", out, re.M)
+        max_lat = parse_duration_ms(m.group(1)) if m else None
+        ok = [0] * n
+        badn = [0] * n
+        for m in re.finditer(r"^SLICE (\d+) (\d+) (\d+)$", out, re.M):
+            k = int(m.group(1))
+            if k < n:  # responses after the last full slice (wrk stops a moment after t0 + dur) are dropped
+                ok[k], badn[k] = int(m.group(2)), int(m.group(3))
+        rps = [v / FO_SLICE for v in ok]
+
+        # Per origin and slice: requests it served for the proxy (stub_status difference, minus
+        # the polls and the health checks it logged in that interval).
+        health = {(0, 0): health_times(os.path.join(dirs[0], "health.log")),
+                  (1, 0): health_times(os.path.join(dirs[1], "health.log")),
+                  (1, 1): health_times(os.path.join(restarted_dir, "health.log")),
+                  (2, 0): health_times(os.path.join(dirs[2], "health.log"))}
+        served = [[0] * n for _ in range(3)]
+        for i in range(3):
+            last = {}  # instance -> (wall time, requests) of its last answered poll
+            for k in range(n + 1):
+                wk, v, inst = polls[i][k]
+                if v is None:
+                    continue
+                if inst == 0 and inst not in last:  # the baseline (warm-up and sanity requests)
+                    last[inst] = (wk, v)
+                    continue
+                if inst in last:
+                    # Slice k-1 ends at this poll (after a failed poll, the gap lands in one slice).
+                    bw, bv = last[inst]
+                    slot = k - 1
+                else:
+                    # An instance's first poll: at k = 0 the counter is the baseline; for the
+                    # restarted origin, what it served before its first poll belongs to slice k,
+                    # which starts at the restart.
+                    bw, bv, slot = 0.0, 0, k
+                checks = sum(1 for t in health.get((i, inst), []) if bw < t <= wk)
+                if 0 <= slot < n:
+                    served[i][slot] += max(0, v - bv - 1 - checks)
+                last[inst] = (wk, v)
+        o2 = [v / FO_SLICE for v in served[1]]
+        o2_after = sum(served[1][restart_k:])
+        first = next((k for k in range(restart_k, n) if served[1][k] > 0), None)
+        checks_per_s = {}
+        run_from, run_to = t0 + wall_minus_mono, t0 + dur + wall_minus_mono
+        for (i, inst), ts in health.items():
+            checks_per_s[i] = checks_per_s.get(i, 0) + sum(1 for t in ts if run_from <= t <= run_to)
+
+        pre_from = 1 if kill_k > 1 else 0
+        pre = statistics.mean(rps[pre_from:kill_k]) if kill_k > pre_from else None
+        pre_cv = (statistics.pstdev(rps[pre_from:kill_k]) / pre) if pre else None
+        down = rps[kill_k:restart_k]
+        min_down = min(down) if down else None
+        min_down_at = (kill_k + down.index(min_down)) * FO_SLICE if down else None
+        after = rps[restart_k:]
+
+        r = {"requests": w["requests"], "non2xx": w["non2xx"], "sock": w["sock"], "p50": w["p50"],
+             "p99": w["p99"], "bps": w["bps"], "max_lat": max_lat, "rc": rc, "raw": out + err,
+             "rps": (w["requests"] - w["non2xx"]) / dur if w["requests"] else None,
+             "hwm": status_kb(rss_pid, "VmHWM") * 1024 if alive else None,
+             "cpu_us": (t1 - s0["proxy"]) * 1e6 / CLK_TCK / w["requests"] if (t1 is not None and w["requests"])
+             else None,
+             "foreign": foreign, "foreign_load": foreign_load,
+             "ok_slices": ok, "bad_slices": badn, "rps_slices": rps, "o2_slices": o2,
+             "served": served, "kill_k": kill_k, "restart_k": restart_k,
+             "kill_at": kill_at, "restart_at": restart_at, "duration": dur, "events": events,
+             "pre": pre, "pre_cv": pre_cv, "down": statistics.mean(down) if down else None, "min_down": min_down,
+             "min_down_at": min_down_at, "after": statistics.mean(after) if after else None,
+             "rec_kill": fo_recovery(rps, pre, kill_k, restart_k),
+             "rec_restart": fo_recovery(rps, pre, restart_k, n),
+             "o2_after": o2_after, "o2_first": None if first is None else (first - restart_k) * FO_SLICE,
+             "o2_before": sum(served[1][:kill_k]), "shares_after": [sum(x[restart_k:]) for x in served],
+             "checks_per_s": {i: c / dur for i, c in checks_per_s.items()}, "log": run_log,
+             "lua_bad": sum(badn)}
+        # What counts as a failure: for every proxy, a broken run (died, hung, no timeline,
+        # origin #2 never used again); for ringway also any error at all: it has active checks
+        # and retries on reset, so failover must be invisible to the client.
+        if rc != 0:
+            problems.append(f"wrk exit code {rc}: {err.strip()[-300:]}")
+        if not w["requests"]:
+            problems.append("0 requests")
+        if not any(ok):
+            problems.append("no per-slice counts from the Lua script (wrk without LuaJIT ffi?)")
+        if not alive:
+            problems.append(f"{name} DIED (exit code {self.running[name].returncode}); log tail:\n"
+                            + tail(self.logpath[name], 8))
+        else:
+            bad = self.probe(name)
+            if bad:
+                problems.append(f"afterwards a plain GET through {name}: {bad}")
+        if o2_after == 0:
+            problems.append(f"origin #2 got no requests in the {dur - restart_at:g} s after its restart")
+        if name == "ringway":
+            se = sum(w["sock"].values())
+            if w["non2xx"]:
+                problems.append(f"**{w['non2xx']} non-2xx/3xx responses** during failover (must be 0)")
+            if se:
+                problems.append("**socket errors during failover** (must be 0): "
+                                + ", ".join(f"{k} {v}" for k, v in w["sock"].items() if v))
+        r["problems"] = problems
+        self.stop_scenario()
+        return r
+
     def log_digest(self):
         """proxy -> [(count, message)]: warnings and errors the proxies logged during the run
         (start-up chatter left out), numbers folded so that repeats collapse."""
@@ -1237,7 +1686,7 @@ def build_report(h, machine, args, scenarios, elapsed):
             L.append("- " + n)
     L.append("")
 
-    wrk_rows = [s for s in scenarios if s in WRK_SCENARIOS or s == "autocannon"]
+    wrk_rows = [s for s in scenarios if s in WRK_SCENARIOS or s in ("autocannon", "failover")]
     if wrk_rows:
         L.append("## Throughput, latency, cost")
         L.append("")
@@ -1247,7 +1696,9 @@ def build_report(h, machine, args, scenarios, elapsed):
                  f"Other work = the worst round's share of the proxy's CPU ({args.proxy_cpu}) and of the load "
                  f"CPU ({args.load_cpu}) that went to anything but the proxy, resp. wrk + origin + this driver "
                  f"(busy and steal time from /proc/stat minus their own CPU time); over {NOISY_PCT:.0f}% "
-                 "(bold) that round was disturbed by other work on the machine.")
+                 "(bold) that round was disturbed by other work on the machine."
+                 + (" `failover`: one run per proxy with origin #2 killed and restarted, req/s counts 2xx/3xx "
+                    "responses only; see the Failover section." if "failover" in wrk_rows else ""))
         L.append("")
         L.append("| scenario | proxy | req/s | req/s min – max | transfer/s | p50 | p99 | CPU µs/req | "
                  f"peak RSS | non-2xx | socket errors | other work CPU {args.proxy_cpu} / CPU {args.load_cpu} | status |")
@@ -1273,7 +1724,7 @@ def build_report(h, machine, args, scenarios, elapsed):
                          f"{fmt_num(median([r['cpu_us'] for r in runs]), 1)} | {fmt_bytes(hwm)} | {nonok:,} | "
                          f"{sock:,} | {fmt_noise([r.get('foreign') for r in runs])} / "
                          f"{fmt_noise([r.get('foreign_load') for r in runs])} | "
-                         f"{'**FAIL**' if bad else 'ok'} |")
+                         f"{'**FAIL**' if bad else ('errors: see Failover' if nonok + sock else 'ok')} |")
         L.append("")
 
     if "idle" in scenarios and h.idle:
@@ -1299,12 +1750,17 @@ def build_report(h, machine, args, scenarios, elapsed):
                      f"{'**FAIL**' if bad else 'ok'} |")
         L.append("")
 
+    if "failover" in scenarios and h.failover:
+        L.extend(failover_section(h, args))
+
     rows = ratio_rows(h, scenarios)
     if rows:
         L.append("## Ratios: ringway ÷ nginx, ringway ÷ HAProxy")
         L.append("")
         L.append("Throughput (req/s, or bytes/s for `large`): above 1.0 = ringway faster. "
                  "CPU µs/request and idle bytes/connection: below 1.0 = ringway cheaper. "
+                 "failover: 2xx/3xx responses per second over the whole run (`req/s (2xx)`) and while origin #2 was down "
+                 "(given even when a side had errors, which the Failover section lists). "
                  "— = no valid ratio (a side had failures in that scenario). Disturbed runs = measured runs "
                  f"of that scenario in which other work took over {NOISY_PCT:.0f}% of either CPU.")
         L.append("")
@@ -1349,6 +1805,153 @@ def build_report(h, machine, args, scenarios, elapsed):
     return "\n".join(L)
 
 
+def self_ok(r):
+    """A failover run whose numbers stand: the proxy lived and the timeline is there."""
+    return not any("DIED" in p or "no per-slice" in p or "0 requests" in p or "wrk exit" in p
+                   for p in r["problems"])
+
+
+def failover_section(h, args):
+    fo = h.failover
+    any_r = next(iter(fo.values()))
+    dur, kill_at, restart_at = any_r["duration"], any_r["kill_at"], any_r["restart_at"]
+    n = len(any_r["rps_slices"])
+    p = h.port
+    L = ["## Failover: origin #2 killed and restarted under load", ""]
+    rw = fo.get("ringway")
+    if rw:
+        errs = rw["non2xx"] + sum(rw["sock"].values())
+        if errs:
+            L.append(f"**ringway returned {errs:,} errors to the client during failover ({rw['non2xx']:,} non-2xx/3xx, "
+                     "socket errors " + ", ".join(f"{k} {v}" for k, v in rw["sock"].items()) +
+                     "). It must be 0: a bug for the core team, see the per-slice table and the logged state "
+                     "changes below.**")
+        else:
+            L.append("**ringway: 0 errors** (no non-2xx/3xx response, no socket error) over the whole run.")
+        L.append("")
+    L.append(f"Three origin nginx (1 worker each, CPU {args.load_cpu}) on ports {p['origin']}, {p['origin2']}, "
+             f"{p['origin3']}; per proxy, with fresh origins and a fresh proxy, a {args.warmup} s warm-up and then "
+             f"`wrk -t1 -c64 -d{dur}s` `GET /` (12-byte body, keep-alive). At {kill_at:g} s the harness SIGKILLs "
+             f"origin #2's nginx master and worker together (in-flight requests are reset, its port refuses), at "
+             f"{restart_at:g} s it starts it again on the same port. req/s counts 2xx/3xx responses per "
+             f"{FO_SLICE:g} s slice (a Lua `response()` hook in wrk, on the same monotonic clock as the kill); "
+             "errors are wrk's non-2xx/3xx responses and socket errors over the whole run. Requests origin #2 "
+             "served come from its `stub_status` counter, read at every slice boundary, minus the health checks "
+             "it logged and the harness's own reads.")
+    L.append("")
+    L.append("Configs: **ringway** `[upstreams.up.health] path = \"/health\" interval = \"200ms\" timeout = \"200ms\" "
+             "fall = 2 rise = 2`, passive checks, retries and back-off at their defaults (`max_fails = 1`, `retries = 2`, "
+             "`retry_on = [\"connect\", \"timeout\", \"reset\"]`, `backoff = [\"1s\", \"5s\", \"30s\"]`). "
+             "**HAProxy** `option httpchk GET /health`, `check inter 200ms fall 2 rise 2`, `retries 2`, "
+             "`option redispatch` (the last retry goes to another server), `retry-on conn-failure empty-response "
+             "response-timeout` (added so that, as in ringway, a request whose connection died before the response "
+             "is retried; HAProxy's default retries connection failures only). **nginx: no active health checks "
+             "(nginx open source has none)**, only passive ones: `max_fails=1 fail_timeout=2s` per server and "
+             "`proxy_next_upstream error timeout http_502`, `proxy_next_upstream_tries 3`; it finds out that a "
+             "server is down from failed requests (which it retries) and tries it again every 2 s.")
+    L.append("")
+    L.append(f"Req/s before the kill = mean of the slices {FO_SLICE:g}–{kill_at:g} s ± their standard deviation "
+             "(how much single slices jitter with nothing happening: a dip within that is noise). "
+             f"Back within 10 % = time from the event to the first slice from which the mean of two slices (1 s) "
+             f"reaches {FO_RECOVERED:.0%} of that level; "
+             f"`< {FO_SLICE:g} s` = already the first slice after the event (no dip visible at this resolution). "
+             f"With origins and wrk sharing CPU {args.load_cpu}, the two surviving origins can absorb the load, "
+             "so a healthy failover shows little or no dip: what to look for is errors, a slice that drops, "
+             "and whether origin #2 gets its share back after the restart. Share = origin #2's part of what the "
+             "three origins served for the proxy after the restart (a third = fully back in the rotation); "
+             f"first within = the end of the first {FO_SLICE:g} s slice after the restart in which it served any. "
+             "Health checks/s = the checks each origin answered (#1 / #2 / #3; origin #2 none while down). "
+             "Latency = wrk's p99 and maximum over the whole run.")
+    L.append("")
+    L.append("| proxy | req/s before kill | min slice while #2 down | req/s while down | back within 10 % after kill "
+             "| back after restart | req/s after restart | non-2xx | socket errors | p99 / max latency "
+             "| origin #2 after restart: requests (share, first within) | health checks/s per origin | status |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name in PROXIES:
+        r = fo.get(name)
+        if not r:
+            continue
+        se = sum(r["sock"].values())
+        sock = ", ".join(f"{k} {v}" for k, v in r["sock"].items() if v) or "0"
+        if se:
+            sock = f"**{sock}**"
+        non = f"**{r['non2xx']:,}**" if r["non2xx"] else "0"
+        first = "—" if r["o2_first"] is None else f"≤ {r['o2_first'] + FO_SLICE:g} s"
+        share = r["o2_after"] / sum(r["shares_after"]) if sum(r["shares_after"]) else 0
+        checks = " / ".join(f"{r['checks_per_s'].get(i, 0):.1f}" for i in range(3))
+        status = "**FAIL**" if r["problems"] else ("errors" if r["non2xx"] + se else "ok")
+        cv = f" ± {r['pre_cv']:.0%}" if r.get("pre_cv") is not None else ""
+        L.append(f"| {LABEL[name]} | {fmt_num(r['pre'])}{cv} | {fmt_num(r['min_down'])} at {fmt_num(r['min_down_at'], 1)} s "
+                 f"| {fmt_num(r['down'])} | {fmt_rec(r['rec_kill'], restart_at - kill_at)} "
+                 f"| {fmt_rec(r['rec_restart'], dur - restart_at)} | {fmt_num(r['after'])} | {non} | {sock} "
+                 f"| {fmt_ms(r['p99'])} / {fmt_ms(r['max_lat'])} | {fmt_num(r['o2_after'])} ({share:.0%}, {first}) | {checks} "
+                 f"| {status} |")
+    L.append("")
+    L.append(f"Timeline, one character per {FO_SLICE:g} s slice, height = req/s relative to that proxy's level "
+             f"before the kill (█ = at or above it, ▄ = half, `_` = nothing), `!` = a slice with non-2xx responses, "
+             f"`┃` = kill at {kill_at:g} s and restart at {restart_at:g} s:")
+    L.append("")
+    L.append("```text")
+    for name in PROXIES:
+        r = fo.get(name)
+        if not r:
+            continue
+        line = []
+        for i, v in enumerate(r["rps_slices"]):
+            if i in (r["kill_k"], r["restart_k"]):
+                line.append("┃")
+            if r["bad_slices"][i]:
+                line.append("!")
+            else:
+                line.append(sparkline([v], r["pre"], set()))
+        L.append(f"{LABEL[name]:8} {''.join(line)}")
+    L.append("```")
+    L.append("")
+    L.append("Per slice: responses/s (2xx/3xx) through each proxy and, after →, the requests/s origin #2 served; "
+             "non-2xx responses in that slice in brackets.")
+    L.append("")
+    names = [x for x in PROXIES if x in fo]
+    L.append("| t (s) | origin #2 | " + " | ".join(f"{LABEL[x]} req/s | → #2" for x in names) + " |")
+    L.append("|---:|---|" + "---:|---:|" * len(names))
+    for i in range(n):
+        t = i * FO_SLICE
+        phase = "up" if t < kill_at else ("**down**" if t < restart_at else "restarted")
+        cells = []
+        for x in names:
+            r = fo[x]
+            bad = r["bad_slices"][i]
+            cells.append(f"{fmt_num(r['rps_slices'][i])}" + (f" (**{bad / FO_SLICE:,.0f} err/s**)" if bad else ""))
+            cells.append(fmt_num(r["o2_slices"][i]))
+        L.append(f"| {t:.1f} | {phase} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("What the proxies logged during the run, in order of first appearance (time = the slice boundary "
+             "by which the line had appeared; timestamps, pids and connection numbers stripped, repeats folded "
+             "with their count and the time of the last one):")
+    L.append("")
+    for name in PROXIES:
+        r = fo.get(name)
+        if not r:
+            continue
+        folded = {}  # text -> [first t, last t, count], in order of first appearance
+        for t, line in r["log"]:
+            line = re.sub(r"^\d{4}-\d\d-\d\dT\S+ ", "", line)  # ringway
+            line = re.sub(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (\[\w+\]) \d+#\d+: (\*\d+ )?", r"\1 ", line)  # nginx
+            line = re.sub(r"^\[(\w+)\]\s+\(\d+\) : ", r"[\1] ", line)  # HAProxy
+            f = folded.setdefault(line, [t, t, 0])
+            f[1], f[2] = t, f[2] + 1
+        if not folded:
+            L.append(f"- {LABEL[name]}: nothing")
+            continue
+        for line, (t1, t2, c) in list(folded.items())[:10]:
+            when = f"by {t1:.1f} s" if c == 1 else (f"{c} ×, by {t1:.1f} s" if t1 == t2 else
+                                                     f"{c} ×, by {t1:.1f} s … {t2:.1f} s")
+            L.append(f"- {LABEL[name]}, {when}: `{line[:260]}`")
+        if len(folded) > 10:
+            L.append(f"- {LABEL[name]}: … {len(folded) - 10} more distinct lines")
+    L.append("")
+    return L
+
+
 def fmt_noise(xs):
     """The worst run's share of the proxy CPU taken by other work, bold when it is noisy."""
     xs = [x for x in xs if x is not None]
@@ -1378,6 +1981,14 @@ def ratio_rows(h, scenarios):
                          "thr"))
             rows.append((s, "CPU µs/req", ratio(cpu["ringway"], cpu["nginx"]),
                          ratio(cpu["ringway"], cpu["haproxy"]), "cost"))
+        elif s == "failover" and h.failover:
+            # 2xx/3xx responses only, so errors do not inflate a side; a broken run (died, no
+            # timeline) gives no ratio.
+            ok = {n: n in h.failover and h.failover[n]["requests"] and self_ok(h.failover[n]) for n in PROXIES}
+            for key, metric in (("rps", "req/s (2xx)"), ("down", "req/s, #2 down")):
+                v = {n: h.failover[n][key] if ok[n] else None for n in PROXIES}
+                rows.append(("failover", metric, ratio(v["ringway"], v["nginx"]), ratio(v["ringway"], v["haproxy"]),
+                             "thr"))
         elif s == "idle" and h.idle:
             per = {n: median([r["per_conn"] for r in h.idle.get(n, [])])
                    if h.idle.get(n) and not any(r["problems"] for r in h.idle[n]) else None for n in PROXIES}
@@ -1498,7 +2109,8 @@ def main():
         prog="compare.sh",
         description="Compare ringway, nginx and HAProxy as reverse proxies on this machine.",
         epilog="Scenarios: " + ", ".join(ALL_SCENARIOS) + " (lowconc = lowconc-1 + lowconc-8). Default: all "
-               "of these. Opt-in: upload (POST of a 1 MiB body, streamed).")
+               "of these. Opt-in: upload (POST of a 1 MiB body, streamed). failover: origin #2 of three killed "
+               "and restarted under load, per-0.5 s timeline.")
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO")
     ap.add_argument("--duration", type=int, default=5, help="seconds per measured round (default 5)")
     ap.add_argument("--rounds", type=int, default=3, help="measured rounds per proxy (default 3)")
@@ -1507,8 +2119,12 @@ def main():
     ap.add_argument("--autocannon-duration", type=int, default=None,
                     help="seconds of the autocannon run (default 2 x --duration = 10)")
     ap.add_argument("--idle-conns", type=int, default=10000, help="connections in the idle scenario")
+    ap.add_argument("--failover-duration", type=int, default=None,
+                    help="seconds of load per proxy in the failover scenario (default 3 x --duration = 15, "
+                         "at least 6); origin #2 is killed at 1/3 and restarted at 2/3 of it")
     ap.add_argument("--base-port", type=int, default=18080,
-                    help="origin port; proxies use +1 (ringway), +2 (nginx), +3 (HAProxy); +9 stays closed")
+                    help="origin port; proxies use +1 (ringway), +2 (nginx), +3 (HAProxy); the failover "
+                         "scenario's origins #2 and #3 +4 and +5; +9 stays closed")
     ap.add_argument("--proxy-cpu", type=int, default=1)
     ap.add_argument("--load-cpu", type=int, default=0)
     ap.add_argument("--haproxy-maxconn", type=int, default=20000)
@@ -1525,7 +2141,7 @@ def main():
     args = ap.parse_args()
 
     scenarios = expand(args.scenarios)
-    known = list(WRK_SCENARIOS) + ["idle", "autocannon"]
+    known = list(WRK_SCENARIOS) + ["idle", "autocannon", "failover"]
     bad = [s for s in scenarios if s not in known]
     if bad:
         ap.error(f"unknown scenario(s): {', '.join(bad)}; known: {', '.join(ALL_SCENARIOS)}, lowconc-1, "
@@ -1534,6 +2150,10 @@ def main():
         ap.error("--duration and --rounds must be at least 1")
     if args.warmup is None:
         args.warmup = min(2, args.duration)
+    if args.failover_duration is None:
+        args.failover_duration = max(6, 3 * args.duration)
+    if args.failover_duration < 6:
+        ap.error("--failover-duration must be at least 6 (seconds)")
 
     # Open-file limit: as high as allowed (compare.sh already tried `ulimit -n 65536`).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -1580,6 +2200,8 @@ def main():
                 h.run_idle()
             elif s == "autocannon":
                 h.run_autocannon()
+            elif s == "failover":
+                h.run_failover()
         elapsed = time.time() - started
         report = build_report(h, machine, args, scenarios, elapsed)
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
