@@ -125,7 +125,6 @@ enum Spell {
 /// a few hundred bytes. The request path's state is boxed for the same reason: it is
 /// large and lives only while the connection is busy.
 pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
-    let peer = Peer::new(peer);
     let config = &worker.config.server;
     let mut first = true;
     loop {
@@ -139,7 +138,17 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
             }
         }
         let mut bufs = worker.buffers.take();
-        let end = Box::pin(busy(&worker, &mut client, &mut bufs, &peer, &mut first)).await;
+        if !first {
+            use std::os::fd::AsRawFd;
+            match bufs
+                .cbuf
+                .try_fill_now(client.as_raw_fd(), config.max_header_bytes)
+            {
+                Ok(Some(Fill::Eof)) | Err(_) => return worker.buffers.give(bufs),
+                _ => {}
+            }
+        }
+        let end = Box::pin(busy(&worker, &mut client, &mut bufs, peer, &mut first)).await;
         worker.buffers.give(bufs);
         if let Spell::Close = end {
             return;
@@ -152,9 +161,11 @@ async fn busy(
     worker: &Worker,
     client: &mut TcpStream,
     bufs: &mut ConnBufs,
-    peer: &Peer,
+    peer: SocketAddr,
     first: &mut bool,
 ) -> Spell {
+    // Formatted per busy spell, not kept: an idle connection stays that much smaller.
+    let peer = &Peer::new(peer);
     let ConnBufs { cbuf, out } = bufs;
     let config = &*worker.config;
     let limits = Limits {
