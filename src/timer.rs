@@ -11,11 +11,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+/// Waits per storage chunk. Fixed chunks instead of one growing `Vec`: growth by
+/// doubling leaves the old copies resident, which showed as bytes per idle connection.
+const CHUNK: usize = 512;
+
+type Slot = Option<(Instant, Waker)>;
+
 /// One worker's coarse timers.
 #[derive(Debug, Default)]
 pub struct Timers {
-    slots: RefCell<Vec<Option<(Instant, Waker)>>>,
-    free: RefCell<Vec<usize>>,
+    chunks: RefCell<Vec<Box<[Slot; CHUNK]>>>,
+    free: RefCell<Vec<u32>>,
     now: Cell<Option<Instant>>,
 }
 
@@ -23,9 +29,11 @@ impl Timers {
     /// Records the worker's clock and wakes every wait whose deadline passed.
     pub fn tick(&self, now: Instant) {
         self.now.set(Some(now));
-        for (at, waker) in self.slots.borrow().iter().flatten() {
-            if *at <= now {
-                waker.wake_by_ref();
+        for chunk in self.chunks.borrow().iter() {
+            for (at, waker) in chunk.iter().flatten() {
+                if *at <= now {
+                    waker.wake_by_ref();
+                }
             }
         }
     }
@@ -34,35 +42,35 @@ impl Timers {
         self.now.get().is_some_and(|now| now >= at)
     }
 
-    fn register(&self, slot: &mut Option<usize>, at: Instant, waker: &Waker) {
-        let mut slots = self.slots.borrow_mut();
+    fn register(&self, slot: &mut Option<u32>, at: Instant, waker: &Waker) {
+        let mut chunks = self.chunks.borrow_mut();
         match *slot {
             Some(i) => {
-                if let Some((_, w)) = &mut slots[i] {
+                let i = i as usize;
+                if let Some((_, w)) = &mut chunks[i / CHUNK][i % CHUNK] {
                     if !w.will_wake(waker) {
                         w.clone_from(waker);
                     }
                 }
             }
             None => {
-                let entry = Some((at, waker.clone()));
-                let i = match self.free.borrow_mut().pop() {
-                    Some(i) => {
-                        slots[i] = entry;
-                        i
-                    }
-                    None => {
-                        slots.push(entry);
-                        slots.len() - 1
-                    }
-                };
+                let mut free = self.free.borrow_mut();
+                if free.is_empty() {
+                    let base = (chunks.len() * CHUNK) as u32;
+                    chunks.push(Box::new([const { None }; CHUNK]));
+                    // Lowest index on top, so the first chunks fill first.
+                    free.extend((base..base + CHUNK as u32).rev());
+                }
+                let i = free.pop().expect("a free slot was just added");
+                chunks[i as usize / CHUNK][i as usize % CHUNK] = Some((at, waker.clone()));
                 *slot = Some(i);
             }
         }
     }
 
-    fn unregister(&self, slot: usize) {
-        self.slots.borrow_mut()[slot] = None;
+    fn unregister(&self, slot: u32) {
+        let i = slot as usize;
+        self.chunks.borrow_mut()[i / CHUNK][i % CHUNK] = None;
         self.free.borrow_mut().push(slot);
     }
 
@@ -82,7 +90,7 @@ pub struct Timeout<'a, F> {
     fut: F,
     at: Instant,
     timers: &'a Timers,
-    slot: Option<usize>,
+    slot: Option<u32>,
 }
 
 impl<F: Future> Future for Timeout<'_, F> {
@@ -135,11 +143,13 @@ mod tests {
                 .await,
             None
         );
-        assert_eq!(
-            timers.slots.borrow().iter().flatten().count(),
-            0,
-            "unregistered"
-        );
+        let live: usize = timers
+            .chunks
+            .borrow()
+            .iter()
+            .map(|c| c.iter().flatten().count())
+            .sum();
+        assert_eq!(live, 0, "unregistered");
         assert_eq!(
             timers.timeout_at(t0, async { 7 }).await,
             Some(7),
