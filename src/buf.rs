@@ -74,6 +74,27 @@ impl Buf {
         self.vec.capacity()
     }
 
+    /// Makes free space at the end for a read: compacts the consumed prefix away, then
+    /// grows (doubling, at most to `max`) when little space is left.
+    fn make_room(&mut self, max: usize) {
+        if self.vec.capacity() - self.vec.len() >= MIN_READ {
+            return;
+        }
+        if self.start > 0 {
+            self.vec.drain(..self.start);
+            self.start = 0;
+        }
+        let spare = self.vec.capacity() - self.vec.len();
+        if spare < MIN_READ && self.vec.capacity() < max {
+            let want = self
+                .vec
+                .capacity()
+                .max(MIN_READ)
+                .min(max - self.vec.capacity());
+            self.vec.reserve_exact(want.max(1));
+        }
+    }
+
     /// Reads more bytes from `src`, growing up to `max` unconsumed bytes.
     ///
     /// If the future is dropped mid-read the buffer is lost (the kernel still owns
@@ -83,17 +104,7 @@ impl Buf {
         if len >= max {
             return Ok(Fill::Full);
         }
-        if self.vec.capacity() - self.vec.len() < MIN_READ {
-            if self.start > 0 {
-                self.vec.drain(..self.start);
-                self.start = 0;
-            }
-            let spare = self.vec.capacity() - self.vec.len();
-            if spare < MIN_READ && self.vec.capacity() < max {
-                let want = (self.vec.capacity().max(MIN_READ)).min(max - self.vec.capacity());
-                self.vec.reserve_exact(want.max(1));
-            }
-        }
+        self.make_room(max);
         let start = std::mem::replace(&mut self.start, 0);
         let vec = std::mem::take(&mut self.vec);
         let (used, cap) = (vec.len(), vec.capacity());
@@ -116,20 +127,7 @@ impl Buf {
         if self.len() >= max {
             return Ok(Some(Fill::Full));
         }
-        if self.vec.capacity() - self.vec.len() < MIN_READ {
-            if self.start > 0 {
-                self.vec.drain(..self.start);
-                self.start = 0;
-            }
-            if self.vec.capacity() - self.vec.len() < MIN_READ && self.vec.capacity() < max {
-                let want = self
-                    .vec
-                    .capacity()
-                    .max(MIN_READ)
-                    .min(max - self.vec.capacity());
-                self.vec.reserve_exact(want.max(1));
-            }
-        }
+        self.make_room(max);
         let spare = self.vec.spare_capacity_mut();
         // SAFETY: `spare` is writable memory of `spare.len()` bytes owned by `self.vec`;
         // recv writes at most that many bytes and reports how many it wrote.

@@ -236,28 +236,31 @@ impl Validator<'_> {
         }
     }
 
-    fn count(&self, v: &Spanned<i64>, key: &str, max: i64) -> Result<usize, ConfigError> {
+    /// An integer in `min..=max`, or an error naming the key and the range.
+    fn in_range(
+        &self,
+        v: &Spanned<i64>,
+        key: &str,
+        min: i64,
+        max: i64,
+    ) -> Result<usize, ConfigError> {
         let n = *v.get_ref();
-        if n < 0 || n > max {
+        if n < min || n > max {
             return self.err(
                 v.span(),
                 key.into(),
-                format!("must be between 0 and {max}, got {n}"),
+                format!("must be between {min} and {max}, got {n}"),
             );
         }
         Ok(n as usize)
     }
 
+    fn count(&self, v: &Spanned<i64>, key: &str, max: i64) -> Result<usize, ConfigError> {
+        self.in_range(v, key, 0, max)
+    }
+
     fn positive(&self, v: &Spanned<i64>, key: &str, max: i64) -> Result<usize, ConfigError> {
-        let n = *v.get_ref();
-        if n < 1 || n > max {
-            return self.err(
-                v.span(),
-                key.into(),
-                format!("must be between 1 and {max}, got {n}"),
-            );
-        }
-        Ok(n as usize)
+        self.in_range(v, key, 1, max)
     }
 
     fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
