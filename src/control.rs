@@ -235,13 +235,13 @@ async fn probe(
     request: &[u8],
     out: &mut Vec<u8>,
 ) -> io::Result<u16> {
-    if conn.is_none() {
-        let stream = TcpStream::connect_addr(addr).await?;
-        let _ = stream.set_nodelay(true);
-        *conn = Some((stream, Buf::with_capacity(4096)));
-    }
-    let Some((stream, buf)) = conn.as_mut() else {
-        unreachable!("connection was just opened");
+    let (stream, buf) = match conn {
+        Some(c) => c,
+        None => {
+            let stream = TcpStream::connect_addr(addr).await?;
+            let _ = stream.set_nodelay(true);
+            conn.insert((stream, Buf::with_capacity(4096)))
+        }
     };
     out.clear();
     out.extend_from_slice(request);

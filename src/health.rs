@@ -109,6 +109,7 @@ impl Health {
             }
         }
         let step = s.step.get();
+        // Validation guarantees at least one back-off step.
         let rest = group.backoff[usize::from(step).min(group.backoff.len() - 1)];
         let down = MarkDown {
             until: now + rest,

@@ -195,7 +195,7 @@ async fn busy(
         };
         *first = false;
         answered = true;
-        let Some((_, upstream)) = head.route else {
+        let Some((route, upstream)) = head.route else {
             // The body (if any) is unread: only a bodiless request keeps the connection.
             let keep = head.body == Framing::None && head.keep_alive;
             if keep {
@@ -213,7 +213,7 @@ async fn busy(
             }
             return linger_close(client, cbuf).await;
         };
-        match exchange(worker, upstream, &head, client, cbuf, out, peer).await {
+        match exchange(worker, route, &head, client, cbuf, out, peer).await {
             Outcome::Done { keep_alive: true } => {}
             Outcome::Done { keep_alive: false } => return Spell::Close,
             Outcome::Error { err, drained } => {
@@ -483,7 +483,7 @@ impl Failure {
 /// Larger bodies are streamed and never retried once sent.
 async fn exchange(
     worker: &Worker,
-    upstream: UpstreamId,
+    route_index: usize,
     head: &Head,
     client: &mut TcpStream,
     cbuf: &mut Buf,
@@ -491,8 +491,9 @@ async fn exchange(
     peer: &Peer,
 ) -> Outcome {
     let config = &*worker.config;
+    let route = worker.router.route(route_index);
+    let upstream = route.upstream;
     let group = &config.upstreams[upstream];
-    let route = worker.router.route(head.route.map_or(0, |(i, _)| i));
     let resp_scopes = [&config.server.response_headers, &route.response_headers];
     let resp_edits = |server: ServerId| {
         (!resp_scopes[0].is_empty() || !resp_scopes[1].is_empty()).then(|| Edits {
