@@ -5,7 +5,9 @@
 //! are written to the other side straight from it: no copy for pass-through data.
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent,
+};
 use std::io;
 
 /// Fewer free bytes than this at the end triggers compaction or growth before a read.
@@ -100,17 +102,47 @@ impl Buf {
     /// If the future is dropped mid-read the buffer is lost (the kernel still owns
     /// it); callers drop the connection in that case, so that is harmless.
     pub async fn fill<S: AsyncReadRent>(&mut self, src: &mut S, max: usize) -> io::Result<Fill> {
-        let len = self.len();
-        if len >= max {
+        let Some((start, vec, used)) = self.lend(max) else {
             return Ok(Fill::Full);
+        };
+        let cap = vec.capacity();
+        let (res, slice) = src.read(vec.slice_mut(used..cap)).await;
+        self.restore(start, slice.into_inner(), res)
+    }
+
+    /// As [`Buf::fill`], but the read can be called off through `cancel`: it then ends
+    /// with `ECANCELED`, unless bytes arrived first, which are kept like any others.
+    pub async fn fill_cancelable<S: CancelableAsyncReadRent>(
+        &mut self,
+        src: &mut S,
+        max: usize,
+        cancel: CancelHandle,
+    ) -> io::Result<Fill> {
+        let Some((start, vec, used)) = self.lend(max) else {
+            return Ok(Fill::Full);
+        };
+        let cap = vec.capacity();
+        let (res, slice) = src.cancelable_read(vec.slice_mut(used..cap), cancel).await;
+        self.restore(start, slice.into_inner(), res)
+    }
+
+    /// Makes room and takes the vector out for the kernel: `(start, vec, used)`, or
+    /// `None` when `max` bytes are already buffered.
+    fn lend(&mut self, max: usize) -> Option<(usize, Vec<u8>, usize)> {
+        if self.len() >= max {
+            return None;
         }
         self.make_room(max);
         let start = std::mem::replace(&mut self.start, 0);
         let vec = std::mem::take(&mut self.vec);
-        let (used, cap) = (vec.len(), vec.capacity());
-        debug_assert!(cap > used, "fill reserved no space");
-        let (res, slice) = src.read(vec.slice_mut(used..cap)).await;
-        self.vec = slice.into_inner();
+        let used = vec.len();
+        debug_assert!(vec.capacity() > used, "fill reserved no space");
+        Some((start, vec, used))
+    }
+
+    /// Puts the vector back after a read and reports it.
+    fn restore(&mut self, start: usize, vec: Vec<u8>, res: io::Result<usize>) -> io::Result<Fill> {
+        self.vec = vec;
         self.start = start;
         match res? {
             0 => Ok(Fill::Eof),

@@ -21,7 +21,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// How often a worker drains its inbox and refreshes its coarse clock.
-const TICK: Duration = Duration::from_millis(50);
+pub const TICK: Duration = Duration::from_millis(50);
 /// Free client buffer sets kept per worker (8 KiB each): enough for bursts of new
 /// connections without holding much memory after them.
 const MAX_FREE_BUFFERS: usize = 1024;
@@ -66,6 +66,8 @@ pub struct Worker {
     pub id_seq: Cell<u64>,
     /// Coarse clock, refreshed every tick: pool ages and mark-downs need no better.
     pub now: Cell<Instant>,
+    /// Ticks so far (wrapping): a 4-byte timestamp for per-connection state.
+    pub ticks: Cell<u32>,
 }
 
 /// Everything a worker thread needs to start.
@@ -162,6 +164,7 @@ async fn serve(start: Startup) {
             .map(|u| Budget::new(u.retry_budget, Instant::now()))
             .collect(),
         now: Cell::new(Instant::now()),
+        ticks: Cell::new(0),
         id_prefix: id_prefix(id),
         id_seq: Cell::new(0),
         config,
@@ -178,11 +181,12 @@ async fn serve(start: Startup) {
             }
         }
     }
-    let mut ticks: u32 = 0;
     loop {
         monoio::time::sleep(TICK).await;
         let now = Instant::now();
         worker.now.set(now);
+        let ticks = worker.ticks.get().wrapping_add(1);
+        worker.ticks.set(ticks);
         worker.timers.tick(now);
         while let Some(update) = inbox.try_next() {
             match update {
@@ -195,7 +199,6 @@ async fn serve(start: Startup) {
                 Update::Shutdown => return,
             }
         }
-        ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(SWEEP_EVERY) {
             let cfg = &worker.config;
             worker.pool.sweep(now, |s| {

@@ -19,13 +19,14 @@ use crate::http::rewrite::{write_upstream_request, Edits, Forward, Peer, Vars};
 use crate::http::{strip_port, Framing, Version};
 use crate::route::RequestView;
 use crate::worker::Worker;
+use monoio::io::Canceller;
 use monoio::net::TcpStream;
 use monoio::time::{timeout, timeout_at};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
-use upstream::{send_keep, HeadError, InFlight, Upstreams};
+use std::time::{Duration, Instant};
+use upstream::{send_keep, HeadError, Upstreams};
 
 /// Header slots on the stack per parse; `server.max_headers` is capped to this.
 pub const MAX_HEADER_SLOTS: usize = 512;
@@ -112,30 +113,47 @@ enum Outcome {
 
 /// How a busy spell of a connection ended.
 enum Spell {
-    /// Every buffered request was answered; wait for the next one without buffers.
+    /// The connection went quiet: wait for its next request without buffers.
     Idle,
     /// The connection is done.
     Close,
 }
 
+/// A connection whose next request came within this of its last response (give or take
+/// a timer tick) is hot: after each response it keeps its buffers and a read in flight
+/// for this long (plus up to a tick) before it goes idle without them.
+///
+/// A busy client's next request then costs one read, instead of a readiness wait, a
+/// `recv`, and taking and returning the buffers. A client that sends one request and
+/// stays quiet never holds more than an idle connection's few hundred bytes.
+pub const HOT_WAIT: Duration = Duration::from_millis(100);
+/// [`HOT_WAIT`] in worker ticks.
+const HOT_TICKS: u32 = (HOT_WAIT.as_millis() / crate::worker::TICK.as_millis()) as u32;
+
 /// Serves one client connection until it closes or must be closed.
 ///
-/// Between requests the connection holds no buffers: it waits for readability only,
-/// and its buffers go back to the worker's pool, so an idle keep-alive connection costs
-/// a few hundred bytes. The request path's state is boxed for the same reason: it is
-/// large and lives only while the connection is busy.
+/// Between requests an idle connection holds no buffers: it waits for readability only,
+/// and its buffers go back to the worker's pool, so it costs a few hundred bytes. The
+/// request path's state is boxed for the same reason: it is large and lives only while
+/// the connection is busy (or hot, see [`HOT_WAIT`]).
 pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
     let config = &worker.config.server;
     let mut first = true;
+    // The worker's tick count when the connection last went idle. A tick count, not an
+    // `Instant`: this future is what an idle connection costs, and it sits just under
+    // one of the allocator's size classes.
+    let mut quiet_tick: u32 = 0;
     loop {
         // A new connection's request is usually there already: read it at once
-        // (`busy` applies header_timeout); a kept-alive one waits without buffers.
+        // (`busy` applies header_timeout); an idle one waits without buffers.
+        let mut hot = false;
         if !first {
             let at = worker.now.get() + config.keepalive_timeout;
             match worker.timers.timeout_at(at, client.readable(false)).await {
                 Some(Ok(())) => {}
                 _ => return,
             }
+            hot = worker.ticks.get().wrapping_sub(quiet_tick) <= HOT_TICKS;
         }
         let mut bufs = worker.buffers.take();
         if !first {
@@ -148,21 +166,25 @@ pub async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) 
                 _ => {}
             }
         }
-        let end = Box::pin(busy(&worker, &mut client, &mut bufs, peer, &mut first)).await;
+        let spell = busy(&worker, &mut client, &mut bufs, peer, &mut first, hot);
+        let end = Box::pin(spell).await;
         worker.buffers.give(bufs);
-        if let Spell::Close = end {
-            return;
+        match end {
+            Spell::Idle => quiet_tick = worker.ticks.get(),
+            Spell::Close => return,
         }
     }
 }
 
-/// Answers requests while the client has some buffered or arriving.
+/// Answers requests while the client has some buffered or arriving; `hot`: also waits
+/// up to [`HOT_WAIT`] for each next request before giving up the buffers.
 async fn busy(
     worker: &Worker,
     client: &mut TcpStream,
     bufs: &mut ConnBufs,
     peer: SocketAddr,
     first: &mut bool,
+    hot: bool,
 ) -> Spell {
     // Formatted per busy spell, not kept: an idle connection stays that much smaller.
     let peer = &Peer::new(peer);
@@ -175,9 +197,21 @@ async fn busy(
     };
     let format = config.server.error_format;
     let mut answered = false;
+    // Made once per spell, on the first wait for a next request.
+    let mut canceller = None;
     loop {
         if answered && cbuf.is_empty() {
-            return Spell::Idle;
+            if !hot {
+                return Spell::Idle;
+            }
+            let keepalive = config.server.keepalive_timeout;
+            let until = worker.now.get() + keepalive.min(HOT_WAIT);
+            let max = limits.max_header_bytes;
+            match next_request(worker, client, cbuf, max, &mut canceller, until).await {
+                Next::Arrived => {}
+                Next::Quiet if keepalive > HOT_WAIT => return Spell::Idle,
+                Next::Quiet | Next::Closed => return Spell::Close,
+            }
         }
         let head = match read_head(worker, &limits, client, cbuf, out, peer, *first).await {
             Ok(Some(h)) => h,
@@ -230,6 +264,45 @@ async fn busy(
                 }
             }
         }
+    }
+}
+
+/// What waiting for a connection's next request found.
+enum Next {
+    /// Bytes of it are in the buffer.
+    Arrived,
+    /// Nothing came in time.
+    Quiet,
+    /// The client closed, or the read failed.
+    Closed,
+}
+
+/// Reads the start of the next request into `cbuf`, giving up at `until`.
+///
+/// The read is called off rather than dropped when time is up: dropping an in-flight
+/// read would lose bytes that arrive just then, while a called-off read reports them.
+async fn next_request(
+    worker: &Worker,
+    client: &mut TcpStream,
+    cbuf: &mut Buf,
+    max: usize,
+    canceller: &mut Option<Canceller>,
+    until: Instant,
+) -> Next {
+    let handle = canceller.get_or_insert_with(Canceller::new).handle();
+    let mut read = std::pin::pin!(cbuf.fill_cancelable(client, max, handle));
+    let res = match worker.timers.timeout_at(until, read.as_mut()).await {
+        Some(res) => res,
+        None => {
+            // `cancel` hands back a fresh canceller for later reads; none follow here.
+            drop(canceller.take().map(Canceller::cancel));
+            read.await
+        }
+    };
+    match res {
+        Ok(Fill::Read(_) | Fill::Full) => Next::Arrived,
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Next::Quiet,
+        Ok(Fill::Eof) | Err(_) => Next::Closed,
     }
 }
 
@@ -555,13 +628,14 @@ async fn exchange(
     let mut fresh_for: Option<ServerId> = None;
     let mut retries_left = group.retries;
     let mut last_failure: Option<ProxyError> = None;
-    let mut flight: Option<InFlight<'_>> = None;
     let mut sent_at = None;
-    let (mut up, resp) = loop {
+    // `_counted` keeps the request counted against its server until the response is
+    // relayed; a failed attempt's count ends with its loop turn, before the next pick.
+    let (mut up, resp, _counted) = loop {
         // Only a replayable idempotent request may find out on the wire that a pooled
         // connection was dead: anything else must not be resent, so check it first.
         let check_pooled = !may_retry;
-        let mut conn = match ups
+        let (mut conn, counted) = match ups
             .acquire(&mut tried, fresh_for.take(), check_pooled)
             .await
         {
@@ -575,8 +649,6 @@ async fn exchange(
                 return error_before_body(err, head, cbuf, body_len);
             }
         };
-        // Replacing the guard ends the count for a server given up on.
-        flight.replace(InFlight::new(&worker.balancer, conn.server));
         if group.balance == Balance::LeastTime {
             sent_at = Some(Instant::now());
         }
@@ -602,7 +674,7 @@ async fn exchange(
             {
                 Ok(r) => {
                     cbuf.consume(head.len + n);
-                    break (conn, r);
+                    break (conn, r, counted);
                 }
                 Err(HeadError::DeadReused) if !retried_fresh && may_retry => {
                     // No byte arrived, so `out` still holds the request: resend it fresh.
@@ -654,7 +726,7 @@ async fn exchange(
                 .read_response_head(&mut conn, out, edits.as_ref(), None)
                 .await
             {
-                Ok(r) => break (conn, r),
+                Ok(r) => break (conn, r, counted),
                 Err(HeadError::DeadReused | HeadError::Retry(_)) => {
                     ups.failed(conn.server, ProxyError::UpstreamClosed.reason());
                     return Outcome::Error {

@@ -78,7 +78,7 @@ pub(super) struct Upstreams<'a> {
     pub deadline: Option<Instant>,
 }
 
-impl Upstreams<'_> {
+impl<'a> Upstreams<'a> {
     /// `limit`, cut short by the request deadline; an expired deadline is a 504.
     fn budget(&self, limit: Duration) -> Result<Duration, ProxyError> {
         match self.deadline {
@@ -93,17 +93,22 @@ impl Upstreams<'_> {
     /// Finds a connection: a fresh one to `fresh_for` (after a dead pooled connection),
     /// else the balancer's pick, pooled or newly connected, failing over to the group's
     /// other servers on connect errors (always safe: nothing was sent).
+    ///
+    /// The request counts against its server (`max_connections`, least_conn) from the
+    /// pick on, not from when the connection is ready: other requests picking while this
+    /// one connects must see it.
     pub(super) async fn acquire(
         &self,
         tried: &mut Tried,
         fresh_for: Option<ServerId>,
         check_pooled: bool,
-    ) -> Result<UpConn, ProxyError> {
+    ) -> Result<(UpConn, InFlight<'a>), ProxyError> {
         let worker = self.worker;
         let mut last_err = None;
         if let Some(server) = fresh_for {
+            let flight = InFlight::new(&worker.balancer, server);
             match self.connect(server).await {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, flight)),
                 Err(e) => last_err = Some(e),
             }
         }
@@ -120,15 +125,16 @@ impl Upstreams<'_> {
                 return Err(last_err.unwrap_or(ProxyError::NoServerAvailable));
             };
             tried.add(pos);
+            let flight = InFlight::new(&worker.balancer, server);
             if let Some(conn) = worker.pool.take(server, now, self.group.keepalive_timeout) {
                 // A request that cannot be resent checks a pooled socket first (one
                 // cheap syscall) instead of discovering it dead after sending.
                 if !check_pooled || looks_alive(&conn.stream) {
-                    return Ok(conn);
+                    return Ok((conn, flight));
                 }
             }
             match self.connect(server).await {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, flight)),
                 Err(e @ ProxyError::RequestDeadline) => return Err(e),
                 Err(e) => last_err = Some(e),
             }

@@ -74,6 +74,38 @@ fn an_idle_keep_alive_connection_is_closed_after_keepalive_timeout() {
 }
 
 #[test]
+fn requests_spaced_around_the_hot_wait_are_all_answered() {
+    // After a response the proxy keeps a read in flight for ringway::proxy::HOT_WAIT
+    // (100 ms, plus up to a 50 ms tick), then calls it off and waits without buffers.
+    // A request landing just as that read is called off must not be lost.
+    let (up, _proxy, addr) = proxy_to(Mode::Ok);
+    let mut c = Client::connect(addr);
+    let gaps_ms = [
+        0, 5, 40, 80, 95, 100, 105, 110, 120, 130, 140, 150, 160, 180, 250,
+    ];
+    for (i, gap) in gaps_ms.iter().enumerate() {
+        std::thread::sleep(std::time::Duration::from_millis(*gap));
+        let r = c.get(&format!("/gap{i}"));
+        assert_eq!(
+            r.text(),
+            format!("a: GET /gap{i}\n"),
+            "after a {gap} ms gap"
+        );
+    }
+    assert_eq!(up.requests(), gaps_ms.len());
+}
+
+#[test]
+fn a_keepalive_timeout_shorter_than_the_hot_wait_still_closes_the_connection() {
+    let up = crate::support::Upstream::start("a", Mode::Ok);
+    let config = with_server_lines(&[up.addr()], "keepalive_timeout = \"30ms\"");
+    let (_proxy, addr) = crate::support::start_proxy(&config);
+    let mut c = Client::connect(addr);
+    assert_eq!(c.get("/one").status, 200);
+    c.assert_closed();
+}
+
+#[test]
 fn a_connection_that_sends_nothing_is_closed_after_header_timeout() {
     let up = crate::support::Upstream::start("a", Mode::Ok);
     let config = with_server_lines(&[up.addr()], "header_timeout = \"300ms\"");
