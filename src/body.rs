@@ -7,8 +7,8 @@
 use crate::buf::{write_vec, Buf, Fill};
 use crate::http::chunked::{write_chunk_header, ChunkError, ChunkedDecoder, Step, LAST_CHUNK};
 use crate::http::Framing;
+use crate::timer::Timers;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio::time::timeout;
 use std::io;
 use std::time::Duration;
 
@@ -54,6 +54,8 @@ pub struct Relay<'a, S, D> {
     pub write_timeout: Duration,
     /// Most bytes `buf` may hold.
     pub max_buf: usize,
+    /// The worker's coarse timers, for both timeouts.
+    pub timers: &'a Timers,
 }
 
 impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
@@ -70,24 +72,27 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
     }
 
     async fn read(&mut self) -> Result<Fill, RelayError> {
-        match timeout(self.read_timeout, self.buf.fill(self.src, self.max_buf)).await {
-            Ok(Ok(f)) => Ok(f),
-            Ok(Err(e)) => Err(RelayError::Read(e)),
-            Err(_) => Err(RelayError::ReadTimeout),
+        let read = self.buf.fill(self.src, self.max_buf);
+        match self.timers.timeout(self.read_timeout, read).await {
+            Some(Ok(f)) => Ok(f),
+            Some(Err(e)) => Err(RelayError::Read(e)),
+            None => Err(RelayError::ReadTimeout),
         }
     }
 
     async fn flush(&mut self) -> Result<(), RelayError> {
-        match timeout(self.write_timeout, write_vec(self.dst, self.out)).await {
-            Ok(r) => r.map_err(RelayError::Write),
-            Err(_) => Err(RelayError::WriteTimeout),
+        let write = write_vec(self.dst, self.out);
+        match self.timers.timeout(self.write_timeout, write).await {
+            Some(r) => r.map_err(RelayError::Write),
+            None => Err(RelayError::WriteTimeout),
         }
     }
 
     async fn write_buffered(&mut self, n: usize) -> Result<(), RelayError> {
-        match timeout(self.write_timeout, self.buf.write_prefix(self.dst, n)).await {
-            Ok(r) => r.map_err(RelayError::Write),
-            Err(_) => Err(RelayError::WriteTimeout),
+        let write = self.buf.write_prefix(self.dst, n);
+        match self.timers.timeout(self.write_timeout, write).await {
+            Some(r) => r.map_err(RelayError::Write),
+            None => Err(RelayError::WriteTimeout),
         }
     }
 
@@ -240,6 +245,7 @@ mod tests {
         let mut buf = Buf::with_capacity(64);
         let mut sink = Sink::default();
         let mut out = Vec::new();
+        let timers = Timers::default();
         let mut r = Relay {
             src: &mut src,
             buf: &mut buf,
@@ -248,6 +254,7 @@ mod tests {
             read_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             max_buf: 4096,
+            timers: &timers,
         };
         let res = r.run(from, to).await;
         (res, sink.0, buf.data().to_vec())

@@ -272,14 +272,18 @@ async fn probe(
     };
     let mut sink = Discard;
     let mut scratch = Vec::new();
+    // The probe's own timeout bounds the whole check: timers that never tick, so the
+    // relay's never fire.
+    let no_timers = crate::timer::Timers::default();
     let mut relay = Relay {
         src: stream,
         buf,
         dst: &mut sink,
         out: &mut scratch,
-        read_timeout: Duration::from_secs(3600),
-        write_timeout: Duration::from_secs(3600),
+        read_timeout: Duration::MAX,
+        write_timeout: Duration::MAX,
         max_buf: 64 * 1024,
+        timers: &no_timers,
     };
     let drained = relay.run(framing, framing).await;
     if drained.is_err() || !reusable || framing == Framing::Close {

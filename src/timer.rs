@@ -1,8 +1,10 @@
-//! Coarse per-worker timers for idle waits (keep-alive, first request head).
+//! Coarse per-worker timers for the waits on the request path: keep-alive, request
+//! head, response head, response write.
 //!
 //! monoio's `Sleep` is 640 bytes, which would be most of what an idle keep-alive
-//! connection costs. Idle waits need no precision, so they register `(deadline, waker)`
-//! in this worker-owned slab instead, and the worker's tick (every 50 ms) wakes the
+//! connection costs, and each one is a timer-wheel insert and remove. These waits need
+//! no precision (their timeouts are seconds), so they register `(deadline, waker)` in
+//! this worker-owned slab instead, and the worker's tick (every 50 ms) wakes the
 //! expired ones. Owned by one worker; nothing here is shared between threads.
 
 use std::cell::{Cell, RefCell};
@@ -72,6 +74,14 @@ impl Timers {
         let i = slot as usize;
         self.chunks.borrow_mut()[i / CHUNK][i % CHUNK] = None;
         self.free.borrow_mut().push(slot);
+    }
+
+    /// Runs `fut` until it finishes (`Some`) or `after` from the last tick passes
+    /// (`None`, `fut` dropped). Before the first tick it counts from now.
+    pub fn timeout<F: Future>(&self, after: std::time::Duration, fut: F) -> Timeout<'_, F> {
+        const FOREVER: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+        let now = self.now.get().unwrap_or_else(Instant::now);
+        self.timeout_at(now + after.min(FOREVER), fut)
     }
 
     /// Runs `fut` until it finishes (`Some`) or `at` passes (`None`, `fut` dropped).

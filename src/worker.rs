@@ -52,7 +52,7 @@ pub struct Worker {
     pub router: Router,
     /// Round-robin cursors.
     pub balancer: Balancer,
-    /// Coarse timers for idle client connections.
+    /// Coarse timers (one tick of grain) for the per-request waits and idle connections.
     pub timers: Timers,
     /// Free client connection buffers.
     pub buffers: BufPool,
@@ -222,12 +222,6 @@ fn id_prefix(worker: usize) -> u64 {
 }
 
 impl Worker {
-    /// `after` from the coarse clock: saves a clock read per timer on the hot path,
-    /// at the cost of firing up to one tick (50 ms) early.
-    pub fn deadline(&self, after: Duration) -> monoio::time::Instant {
-        (self.now.get() + after).into()
-    }
-
     /// The next generated request id.
     pub fn next_request_id(&self) -> crate::proxy::RequestId {
         let seq = self.id_seq.get().wrapping_add(1);

@@ -18,10 +18,10 @@ use crate::http::request::{self, Limits};
 use crate::http::rewrite::{write_upstream_request, Edits, Forward, Peer, Vars};
 use crate::http::{strip_port, Framing, Version};
 use crate::route::RequestView;
+use crate::timer::Timers;
 use crate::worker::Worker;
 use monoio::io::Canceller;
 use monoio::net::TcpStream;
-use monoio::time::{timeout, timeout_at};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -223,8 +223,8 @@ async fn busy(
                     close: true,
                     is_head: false,
                 };
-                respond_error(client, out, format, reply).await;
-                return linger_close(client, cbuf).await;
+                respond_error(&worker.timers, client, out, format, reply).await;
+                return linger_close(&worker.timers, client, cbuf).await;
             }
         };
         *first = false;
@@ -241,11 +241,11 @@ async fn busy(
                 close: !keep,
                 is_head: head.is_head,
             };
-            respond_error(client, out, format, reply).await;
+            respond_error(&worker.timers, client, out, format, reply).await;
             if keep {
                 continue;
             }
-            return linger_close(client, cbuf).await;
+            return linger_close(&worker.timers, client, cbuf).await;
         };
         match exchange(worker, route, &head, client, cbuf, out, peer).await {
             Outcome::Done { keep_alive: true } => {}
@@ -258,9 +258,9 @@ async fn busy(
                     close: !keep,
                     is_head: head.is_head,
                 };
-                respond_error(client, out, format, reply).await;
+                respond_error(&worker.timers, client, out, format, reply).await;
                 if !keep {
-                    return linger_close(client, cbuf).await;
+                    return linger_close(&worker.timers, client, cbuf).await;
                 }
             }
         }
@@ -311,7 +311,7 @@ async fn next_request(
 /// Closing a socket with unread data makes the kernel send RST, which can destroy the
 /// error response before the client reads it; so shut down our side first and drain
 /// what the client still sends, for a bounded time and size (nginx's lingering close).
-async fn linger_close(client: &mut TcpStream, cbuf: &mut Buf) -> Spell {
+async fn linger_close(timers: &Timers, client: &mut TcpStream, cbuf: &mut Buf) -> Spell {
     const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
     const MAX_DRAIN: usize = 1 << 20;
     if monoio::io::AsyncWriteRent::shutdown(client).await.is_err() {
@@ -327,7 +327,7 @@ async fn linger_close(client: &mut TcpStream, cbuf: &mut Buf) -> Spell {
             }
         }
     };
-    let _ = timeout(LINGER, drain).await;
+    let _ = timers.timeout(LINGER, drain).await;
     Spell::Close
 }
 
@@ -360,18 +360,20 @@ async fn read_head(
                 } else {
                     config.server.keepalive_timeout
                 };
-                let at = worker.deadline(idle);
-                match timeout_at(at, cbuf.fill(client, limits.max_header_bytes)).await {
-                    Ok(r) => r,
-                    Err(_) => return Ok(None),
+                let at = worker.now.get() + idle;
+                let read = cbuf.fill(client, limits.max_header_bytes);
+                match worker.timers.timeout_at(at, read).await {
+                    Some(r) => r,
+                    None => return Ok(None),
                 }
             }
             _ => {
                 let at = *deadline
                     .get_or_insert_with(|| worker.now.get() + config.server.header_timeout);
-                match timeout_at(at.into(), cbuf.fill(client, limits.max_header_bytes)).await {
-                    Ok(r) => r,
-                    Err(_) => return Err(ProxyError::RequestTimeout),
+                let read = cbuf.fill(client, limits.max_header_bytes);
+                match worker.timers.timeout_at(at, read).await {
+                    Some(r) => r,
+                    None => return Err(ProxyError::RequestTimeout),
                 }
             }
         };
@@ -604,9 +606,15 @@ async fn exchange(
             {
                 return Outcome::Done { keep_alive: false };
             }
-            if read_body(client, cbuf, head.len + n, config.server.body_timeout)
-                .await
-                .is_err()
+            if read_body(
+                &worker.timers,
+                client,
+                cbuf,
+                head.len + n,
+                config.server.body_timeout,
+            )
+            .await
+            .is_err()
             {
                 // The client vanished or stalled mid-body: nothing to answer.
                 return Outcome::Done { keep_alive: false };
@@ -702,6 +710,7 @@ async fn exchange(
                 read_timeout: config.server.body_timeout,
                 write_timeout: group.read_timeout,
                 max_buf: config.server.max_header_bytes.max(CLIENT_BUF),
+                timers: &worker.timers,
             };
             match relay.run(head.body, head.body).await {
                 Ok(()) => {}
@@ -776,13 +785,12 @@ async fn exchange(
     }
 
     // `out` holds the client response head, plus the body when it was small and complete.
+    // A coarse timer: this runs per request, and a monoio `Sleep` would make the
+    // request state 640 bytes larger and cost a timer-wheel insert and remove.
+    let at = worker.now.get() + config.server.body_timeout;
     if !matches!(
-        timeout_at(
-            worker.deadline(config.server.body_timeout),
-            write_vec(client, out)
-        )
-        .await,
-        Ok(Ok(()))
+        worker.timers.timeout_at(at, write_vec(client, out)).await,
+        Some(Ok(()))
     ) {
         return Outcome::Done { keep_alive: false };
     }
@@ -794,12 +802,16 @@ async fn exchange(
         read_timeout: group.read_timeout,
         write_timeout: config.server.body_timeout,
         max_buf: UPSTREAM_BUF,
+        timers: &worker.timers,
     };
     let relayed = match ups.deadline {
         None => relay.run(resp.input, resp.output).await.is_ok(),
         Some(d) => matches!(
-            timeout_at(d.into(), relay.run(resp.input, resp.output)).await,
-            Ok(Ok(()))
+            worker
+                .timers
+                .timeout_at(d, relay.run(resp.input, resp.output))
+                .await,
+            Some(Ok(()))
         ),
     };
     if !relayed {
@@ -832,14 +844,15 @@ async fn send_continue(client: &mut TcpStream) -> std::io::Result<()> {
 
 /// Reads from the client until `cbuf` holds `total` bytes (a head and its whole body).
 async fn read_body(
+    timers: &Timers,
     client: &mut TcpStream,
     cbuf: &mut Buf,
     total: usize,
-    gap: std::time::Duration,
+    gap: Duration,
 ) -> Result<(), ()> {
     while cbuf.len() < total {
-        match timeout(gap, cbuf.fill(client, total)).await {
-            Ok(Ok(Fill::Read(_))) => {}
+        match timers.timeout(gap, cbuf.fill(client, total)).await {
+            Some(Ok(Fill::Read(_))) => {}
             _ => return Err(()),
         }
     }
@@ -879,6 +892,7 @@ struct ErrorReply<'a> {
 
 /// Sends a proxy-made error response; gives up quietly if the client does not read it.
 async fn respond_error(
+    timers: &Timers,
     client: &mut TcpStream,
     out: &mut Vec<u8>,
     format: ErrorFormat,
@@ -886,5 +900,7 @@ async fn respond_error(
 ) {
     out.clear();
     write_error_response(out, r.err, r.upstream, r.close, r.is_head, format);
-    let _ = timeout(std::time::Duration::from_secs(10), write_vec(client, out)).await;
+    let _ = timers
+        .timeout(Duration::from_secs(10), write_vec(client, out))
+        .await;
 }

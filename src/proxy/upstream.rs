@@ -15,7 +15,6 @@ use crate::http::{Framing, Version};
 use crate::pool::UpConn;
 use crate::worker::Worker;
 use monoio::net::TcpStream;
-use monoio::time::{timeout, timeout_at};
 use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
@@ -145,8 +144,9 @@ impl<'a> Upstreams<'a> {
     async fn connect(&self, server: ServerId) -> Result<UpConn, ProxyError> {
         let addr = self.worker.config.servers[server].addr;
         let limit = self.budget(self.group.connect_timeout)?;
-        let err = match timeout(limit, TcpStream::connect_addr(addr)).await {
-            Ok(Ok(stream)) => {
+        let connect = TcpStream::connect_addr(addr);
+        let err = match self.worker.timers.timeout(limit, connect).await {
+            Some(Ok(stream)) => {
                 // Small requests must not wait for Nagle's algorithm.
                 let _ = stream.set_nodelay(true);
                 return Ok(UpConn {
@@ -156,9 +156,9 @@ impl<'a> Upstreams<'a> {
                     reused: false,
                 });
             }
-            Ok(Err(_)) => ProxyError::ConnectFailed,
-            Err(_) if limit < self.group.connect_timeout => ProxyError::RequestDeadline,
-            Err(_) => ProxyError::ConnectTimeout,
+            Some(Err(_)) => ProxyError::ConnectFailed,
+            None if limit < self.group.connect_timeout => ProxyError::RequestDeadline,
+            None => ProxyError::ConnectTimeout,
         };
         self.failed(server, err.reason());
         Err(err)
@@ -245,12 +245,15 @@ impl<'a> Upstreams<'a> {
         let limit = self
             .budget(self.group.response_header_timeout)
             .map_err(HeadError::Proxy)?;
-        match timeout_at(self.worker.deadline(limit), read).await {
-            Ok(r) => r,
-            Err(_) if limit < self.group.response_header_timeout => {
+        // The worker's coarse timers (50 ms ticks): cheaper per request than a monoio
+        // `Sleep`, and a response head timeout needs no finer grain.
+        let at = self.worker.now.get() + limit;
+        match self.worker.timers.timeout_at(at, read).await {
+            Some(r) => r,
+            None if limit < self.group.response_header_timeout => {
                 Err(HeadError::Proxy(ProxyError::RequestDeadline))
             }
-            Err(_) => Err(HeadError::Proxy(ProxyError::ResponseTimeout)),
+            None => Err(HeadError::Proxy(ProxyError::ResponseTimeout)),
         }
     }
 }
