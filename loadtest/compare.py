@@ -254,6 +254,12 @@ def foreign_pct(c0, c1, ours):
     return max(0.0, (c1[0] - c0[0]) - ours) * 100.0 / total
 
 
+def busy_pct(c0, c1):
+    """How busy one CPU was between two cpu_stat() samples, in % (steal included)."""
+    total = c1[1] - c0[1]
+    return (c1[0] - c0[0]) * 100.0 / total if total > 0 else None
+
+
 def children_ticks():
     """CPU time of reaped children (the load generator once it has exited), in ticks."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -382,6 +388,10 @@ def fmt_ms(x):
     if x < 1:
         return f"{x * 1000:.0f} µs"
     return f"{x:.2f} ms"
+
+
+def fmt_pct(x):
+    return "—" if x is None else f"{x:.0f}%"
 
 
 def median(xs):
@@ -1086,7 +1096,7 @@ class Harness:
         r["rc"] = rc
         r["hwm"] = status_kb(rss_pid, "VmHWM") * 1024 if self.alive(name) else None
         r["cpu_us"] = None
-        r["foreign"], r["foreign_load"] = noise
+        r["foreign"], r["foreign_load"], r["busy"], r["busy_load"] = noise
         if t1 is not None and r["requests"]:
             r["cpu_us"] = (t1 - t0) * 1e6 / CLK_TCK / r["requests"]
         if not r["requests"]:
@@ -1105,7 +1115,8 @@ class Harness:
                 "origin_pids": origin, "children": children_ticks(), "self": self_ticks()}
 
     def noise(self, s0, proxy_pids, proxy_alive):
-        """(% of the proxy CPU, % of the load CPU) that ran other people's work during a run."""
+        """(% of the proxy CPU, % of the load CPU) that ran other people's work during a run,
+        then how busy each of the two CPUs was in all (%)."""
         s1 = {"proxy_cpu": cpu_stat(self.args.proxy_cpu), "load_cpu": cpu_stat(self.args.load_cpu)}
         proxy = cpu_ticks(proxy_pids) - s0["proxy"] if proxy_alive else None
         try:
@@ -1115,7 +1126,9 @@ class Harness:
         load = None if origin is None else (origin + children_ticks() - s0["children"]
                                             + self_ticks() - s0["self"])
         return (foreign_pct(s0["proxy_cpu"], s1["proxy_cpu"], proxy),
-                foreign_pct(s0["load_cpu"], s1["load_cpu"], load))
+                foreign_pct(s0["load_cpu"], s1["load_cpu"], load),
+                busy_pct(s0["proxy_cpu"], s1["proxy_cpu"]),
+                busy_pct(s0["load_cpu"], s1["load_cpu"]))
 
     def between_rounds(self):
         """A 0.3 s pause before each measured run, used to sample how busy the machine is
@@ -1198,7 +1211,8 @@ class Harness:
                         noise += f"  [other work took {r[key]:.0f}% of CPU {cpu}]"
                 log(f"   round {rnd + 1}/{a.rounds} {LABEL[name]:8} {fmt_num(r['rps']):>10} req/s  "
                     f"{fmt_bytes(r['bps'])}/s  p99 {fmt_ms(r['p99'])}  "
-                    f"cpu {fmt_num(r['cpu_us'], 1)} µs/req  {status}{noise}")
+                    f"cpu {fmt_num(r['cpu_us'], 1)} µs/req  busy CPU {a.proxy_cpu}/{a.load_cpu} "
+                    f"{fmt_pct(r.get('busy'))}/{fmt_pct(r.get('busy_load'))}  {status}{noise}")
                 if r["problems"]:
                     self.fail(scenario, name, f"round {rnd + 1}: " + "; ".join(r["problems"]))
         self.stop_scenario()
@@ -1301,7 +1315,7 @@ class Harness:
             f.write(f"==== autocannon ringway\n{out}\n{err}\n")
         r = {"requests": None, "rps": None, "bps": None, "p50": None, "p99": None, "non2xx": 0,
              "sock": {}, "cpu_us": None, "hwm": None, "rc": rc,
-             "foreign": noise[0], "foreign_load": noise[1]}
+             "foreign": noise[0], "foreign_load": noise[1], "busy": noise[2], "busy_load": noise[3]}
         problems = []
         try:
             j = json.loads(out.strip().splitlines()[-1])
@@ -1696,13 +1710,18 @@ def build_report(h, machine, args, scenarios, elapsed):
                  f"Other work = the worst round's share of the proxy's CPU ({args.proxy_cpu}) and of the load "
                  f"CPU ({args.load_cpu}) that went to anything but the proxy, resp. wrk + origin + this driver "
                  f"(busy and steal time from /proc/stat minus their own CPU time); over {NOISY_PCT:.0f}% "
-                 "(bold) that round was disturbed by other work on the machine."
+                 "(bold) that round was disturbed by other work on the machine. "
+                 f"Busy = how busy the proxy's CPU ({args.proxy_cpu}) and the load CPU ({args.load_cpu}) were "
+                 "over the run (median): the one near 100% is the bottleneck. When the load CPU is the one "
+                 "(wrk and the origin cannot go faster) and the proxy's is not, req/s measures the load "
+                 "side more than the proxy, and compare CPU µs/req instead."
                  + (" `failover`: one run per proxy with origin #2 killed and restarted, req/s counts 2xx/3xx "
                     "responses only; see the Failover section." if "failover" in wrk_rows else ""))
         L.append("")
         L.append("| scenario | proxy | req/s | req/s min – max | transfer/s | p50 | p99 | CPU µs/req | "
+                 f"busy CPU {args.proxy_cpu} / CPU {args.load_cpu} | "
                  f"peak RSS | non-2xx | socket errors | other work CPU {args.proxy_cpu} / CPU {args.load_cpu} | status |")
-        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for s in wrk_rows:
             res = h.results.get(s, {})
             for name in PROXIES:
@@ -1711,7 +1730,7 @@ def build_report(h, machine, args, scenarios, elapsed):
                     continue
                 label = LABEL[name] + (" (autocannon)" if s == "autocannon" else "")
                 if not runs:
-                    L.append(f"| {s} | {label} | — | — | — | — | — | — | — | — | — | — | FAIL: no run |")
+                    L.append(f"| {s} | {label} | — | — | — | — | — | — | — | — | — | — | — | FAIL: no run |")
                     continue
                 rps = [r["rps"] for r in runs]
                 nonok = sum(r["non2xx"] or 0 for r in runs)
@@ -1721,7 +1740,9 @@ def build_report(h, machine, args, scenarios, elapsed):
                 L.append(f"| {s} | {label} | {fmt_num(median(rps))} | {spread(rps, fmt_num)} | "
                          f"{fmt_bytes(median([r['bps'] for r in runs]))}/s | "
                          f"{fmt_ms(median([r['p50'] for r in runs]))} | {fmt_ms(median([r['p99'] for r in runs]))} | "
-                         f"{fmt_num(median([r['cpu_us'] for r in runs]), 1)} | {fmt_bytes(hwm)} | {nonok:,} | "
+                         f"{fmt_num(median([r['cpu_us'] for r in runs]), 1)} | "
+                         f"{fmt_pct(median([r.get('busy') for r in runs]))} / "
+                         f"{fmt_pct(median([r.get('busy_load') for r in runs]))} | {fmt_bytes(hwm)} | {nonok:,} | "
                          f"{sock:,} | {fmt_noise([r.get('foreign') for r in runs])} / "
                          f"{fmt_noise([r.get('foreign_load') for r in runs])} | "
                          f"{'**FAIL**' if bad else ('errors: see Failover' if nonok + sock else 'ok')} |")
