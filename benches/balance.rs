@@ -7,8 +7,13 @@
 //! then every policy's pick over the same groups.
 
 use divan::{black_box, Bencher};
-use ringway::balance::{Balancer, Tried};
+use ringway::balance::Tried;
+use ringway::bus::Bus;
 use ringway::config::Config;
+use ringway::shard::Shard;
+use ringway::snapshot::Snapshot;
+use ringway::upstream::Registry;
+use std::sync::Arc;
 use std::time::Instant;
 
 fn main() {
@@ -43,54 +48,66 @@ fn config_with(n: usize, policy: &str) -> Config {
     c
 }
 
+/// One worker's state running `c`, as the proxy builds it.
+fn shard(c: &Config) -> Shard {
+    let snap = Snapshot::build(c, 1, &mut Registry::new());
+    let (bus, _inboxes, _reports) = Bus::new(1);
+    Shard::new(0, bus, Arc::new(snap))
+}
+
 /// Every server is usable.
 #[divan::bench(args = SERVERS)]
 fn all_up(bencher: Bencher, n: usize) {
-    let c = config(n);
-    let balancer = Balancer::new(&c, 0);
-    let group = &c.upstreams[0];
+    let shard = shard(&config(n));
+    let gen = shard.generation();
     let now = Instant::now();
-    bencher
-        .bench_local(|| balancer.pick(0, black_box(group), Tried::default(), None, now, |_| true));
+    let tried = Tried::default();
+    bencher.bench_local(|| {
+        let c = black_box(gen.candidates(0));
+        shard
+            .balancer()
+            .pick(c, &tried, None, now, |_| true)
+            .map(|s| s.id)
+    });
 }
 
 /// The middle server is down; the cursor steps over it once per lap.
 #[divan::bench(args = SERVERS)]
 fn one_down(bencher: Bencher, n: usize) {
-    let c = config(n);
-    let balancer = Balancer::new(&c, 0);
-    let group = &c.upstreams[0];
-    let down = group.servers[n / 2];
+    let shard = shard(&config(n));
+    let gen = shard.generation();
+    let down = gen.candidates(0).group.members[n / 2].id;
     let now = Instant::now();
+    let tried = Tried::default();
     bencher.bench_local(|| {
-        balancer.pick(0, black_box(group), Tried::default(), None, now, |id| {
-            black_box(id) != down
-        })
+        let c = black_box(gen.candidates(0));
+        let usable = |s: &ringway::upstream::ServerLocal| black_box(s.id) != down;
+        shard
+            .balancer()
+            .pick(c, &tried, None, now, usable)
+            .map(|s| s.id)
     });
 }
 
 /// One policy's pick, all servers up, half of them with a request in flight and a
 /// latency sample; hashing policies get a different key each pick.
 fn pick_with(bencher: Bencher, n: usize, policy: &str) {
-    let c = config_with(n, policy);
-    let balancer = Balancer::new(&c, 0);
-    let group = &c.upstreams[0];
+    let shard = shard(&config_with(n, policy));
+    let gen = shard.generation();
     let now = Instant::now();
-    for id in group.servers.iter().take(n / 2) {
-        balancer.start(*id);
-        balancer.observe_latency(*id, std::time::Duration::from_micros(300), now);
+    for s in gen.candidates(0).members.iter().take(n / 2) {
+        s.start();
+        s.observe_latency(std::time::Duration::from_micros(300), now);
     }
+    let tried = Tried::default();
     let mut key = 0u64;
     bencher.bench_local(|| {
         key = key.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        balancer.pick(
-            0,
-            black_box(group),
-            Tried::default(),
-            Some(key),
-            now,
-            |_| true,
-        )
+        let c = black_box(gen.candidates(0));
+        shard
+            .balancer()
+            .pick(c, &tried, Some(key), now, |_| true)
+            .map(|s| s.id)
     });
 }
 

@@ -12,9 +12,10 @@ use divan::{black_box, Bencher};
 use ringway::http::path;
 use ringway::http::request::{self, Limits, Request};
 use ringway::http::response;
-use ringway::http::rewrite::{write_client_response, write_upstream_request, Forward, Peer};
-use ringway::http::{Framing, Version};
-use ringway::proxy::MAX_HEADER_SLOTS;
+use ringway::http::rewrite::{
+    write_client_response, write_upstream_request, ClientHead, Forward, Peer,
+};
+use ringway::http::{Framing, Version, MAX_HEADER_SLOTS};
 use std::mem::MaybeUninit;
 
 mod fixtures;
@@ -40,16 +41,15 @@ fn peer() -> Peer {
 /// and no header edits: normalize the path (a scan: the fixture's path is already
 /// normal), then write the upstream head.
 fn rewrite(out: &mut Vec<u8>, normalized: &mut Vec<u8>, req: &Request<'_, '_>, peer: &Peer) {
-    let raw_path = req.path();
-    let query = &req.target[raw_path.len()..];
-    let path = match path::normalize(raw_path, normalized) {
-        Ok(false) => raw_path.as_bytes(),
+    let path = match path::normalize(req.path, normalized) {
+        Ok(false) => req.path.as_bytes(),
         Ok(true) => normalized.as_slice(),
         Err(_) => unreachable!("the fixture's path is valid"),
     };
     let fwd = Forward {
+        scheme: "http",
         path: [path, b""],
-        query: query.as_bytes(),
+        query: req.query.as_bytes(),
         edits: None,
         request_id: None,
     };
@@ -103,7 +103,14 @@ fn response_parse_and_rewrite(bencher: Bencher) {
                 .unwrap()
                 .unwrap();
             out.clear();
-            write_client_response(&mut out, &resp, resp.body, Version::Http11, false, None);
+            let head = ClientHead {
+                body: resp.body,
+                version: Version::Http11,
+                close: false,
+                edits: None,
+                date: b"Sun, 06 Nov 1994 08:49:37 GMT",
+            };
+            write_client_response(&mut out, &resp, &head);
             black_box(out.len())
         });
 }

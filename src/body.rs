@@ -2,40 +2,46 @@
 //!
 //! Content-Length bodies are written straight from the read buffer; chunked and
 //! close-delimited bodies are decoded and re-framed for the receiving side. Memory is
-//! bounded by the buffers, whatever the body size.
+//! bounded by the buffers, whatever the body size. A failure is reported as the
+//! request failure it is, by which side failed ([`Direction`]).
 
 use crate::buf::{write_vec, Buf, Fill};
-use crate::http::chunked::{write_chunk_header, ChunkError, ChunkedDecoder, Step, LAST_CHUNK};
+use crate::error::ProxyError;
+use crate::http::chunked::{write_chunk_header, ChunkedDecoder, Step, LAST_CHUNK};
 use crate::http::Framing;
 use crate::timer::Timers;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use std::io;
 use std::time::Duration;
 
 /// Re-framed output is flushed once this much has accumulated.
 const FLUSH_AT: usize = 64 * 1024;
 
-/// Why a body relay stopped early; says which side failed so the caller can answer.
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    /// Reading from the source failed.
-    #[error("read: {0}")]
-    Read(io::Error),
-    /// The source sent nothing within the read timeout.
-    #[error("read timed out")]
-    ReadTimeout,
-    /// The source closed before the body was complete.
-    #[error("source closed mid-body")]
-    Eof,
-    /// The source's chunked framing is invalid.
-    #[error("chunked framing: {0}")]
-    Framing(ChunkError),
-    /// Writing to the destination failed.
-    #[error("write: {0}")]
-    Write(io::Error),
-    /// The destination accepted nothing within the write timeout.
-    #[error("write timed out")]
-    WriteTimeout,
+/// Which way a body goes, which says whose fault a failure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A request body, client to upstream.
+    Request,
+    /// A response body, upstream to client (or to a health check's sink).
+    Response,
+}
+
+impl Direction {
+    /// The failure when the source stalls, closes early or breaks its framing.
+    fn source_failed(self, bad_framing: bool) -> ProxyError {
+        match (self, bad_framing) {
+            (Direction::Request, true) => ProxyError::BadRequest("invalid chunked body"),
+            (Direction::Request, false) => ProxyError::ClientGone,
+            (Direction::Response, _) => ProxyError::ResponseAborted,
+        }
+    }
+
+    /// The failure when the destination stops accepting bytes.
+    fn destination_failed(self) -> ProxyError {
+        match self {
+            Direction::Request => ProxyError::UpstreamClosed,
+            Direction::Response => ProxyError::ClientGone,
+        }
+    }
 }
 
 /// One direction of a body transfer.
@@ -56,13 +62,15 @@ pub struct Relay<'a, S, D> {
     pub max_buf: usize,
     /// The worker's coarse timers, for both timeouts.
     pub timers: &'a Timers,
+    /// Which way the body goes.
+    pub dir: Direction,
 }
 
 impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
     /// Copies one body framed as `input` on the source and as `output` on the destination.
     ///
     /// `output` is `Length` only when `input` is (same length), `Chunked` or `Close` otherwise.
-    pub async fn run(&mut self, input: Framing, output: Framing) -> Result<(), RelayError> {
+    pub async fn run(&mut self, input: Framing, output: Framing) -> Result<(), ProxyError> {
         match input {
             Framing::None => Ok(()),
             Framing::Length(n) => self.length(n).await,
@@ -71,32 +79,43 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
         }
     }
 
-    async fn read(&mut self) -> Result<Fill, RelayError> {
+    /// Reads more of the body; the source ending or stalling is its failure.
+    async fn read(&mut self) -> Result<Fill, ProxyError> {
         let read = self.buf.fill(self.src, self.max_buf);
         match self.timers.timeout(self.read_timeout, read).await {
             Some(Ok(f)) => Ok(f),
-            Some(Err(e)) => Err(RelayError::Read(e)),
-            None => Err(RelayError::ReadTimeout),
+            Some(Err(_)) | None => Err(self.dir.source_failed(false)),
         }
     }
 
-    async fn flush(&mut self) -> Result<(), RelayError> {
+    /// Like [`Relay::read`], where the body must go on: end of stream is a failure.
+    async fn read_more(&mut self, full_is_framing: bool) -> Result<(), ProxyError> {
+        match self.read().await? {
+            Fill::Read(_) => Ok(()),
+            Fill::Eof => Err(self.dir.source_failed(false)),
+            // A length body is drained before each read, so only a chunk line that
+            // never ends fills the buffer.
+            Fill::Full => Err(self.dir.source_failed(full_is_framing)),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ProxyError> {
         let write = write_vec(self.dst, self.out);
         match self.timers.timeout(self.write_timeout, write).await {
-            Some(r) => r.map_err(RelayError::Write),
-            None => Err(RelayError::WriteTimeout),
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) | None => Err(self.dir.destination_failed()),
         }
     }
 
-    async fn write_buffered(&mut self, n: usize) -> Result<(), RelayError> {
+    async fn write_buffered(&mut self, n: usize) -> Result<(), ProxyError> {
         let write = self.buf.write_prefix(self.dst, n);
         match self.timers.timeout(self.write_timeout, write).await {
-            Some(r) => r.map_err(RelayError::Write),
-            None => Err(RelayError::WriteTimeout),
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) | None => Err(self.dir.destination_failed()),
         }
     }
 
-    async fn length(&mut self, mut remaining: u64) -> Result<(), RelayError> {
+    async fn length(&mut self, mut remaining: u64) -> Result<(), ProxyError> {
         loop {
             let n = usize::try_from(remaining).map_or(self.buf.len(), |r| r.min(self.buf.len()));
             if n > 0 {
@@ -106,20 +125,16 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
             if remaining == 0 {
                 return Ok(());
             }
-            match self.read().await? {
-                Fill::Read(_) => {}
-                Fill::Eof => return Err(RelayError::Eof),
-                // Unreachable in practice: a length body is drained before each read.
-                Fill::Full => return Err(RelayError::Read(io::Error::other("buffer full"))),
-            }
+            self.read_more(false).await?;
         }
     }
 
-    async fn chunked(&mut self, rechunk: bool) -> Result<(), RelayError> {
+    async fn chunked(&mut self, rechunk: bool) -> Result<(), ProxyError> {
         let mut dec = ChunkedDecoder::new();
         loop {
             loop {
-                match dec.decode(self.buf.data()).map_err(RelayError::Framing)? {
+                let step = dec.decode(self.buf.data());
+                match step.map_err(|_| self.dir.source_failed(true))? {
                     Step::Data { start, end } => {
                         if rechunk {
                             write_chunk_header(self.out, end - start);
@@ -147,15 +162,11 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
                 }
             }
             self.flush().await?;
-            match self.read().await? {
-                Fill::Read(_) => {}
-                Fill::Eof => return Err(RelayError::Eof),
-                Fill::Full => return Err(RelayError::Framing(ChunkError::TooLong)),
-            }
+            self.read_more(true).await?;
         }
     }
 
-    async fn until_close(&mut self, rechunk: bool) -> Result<(), RelayError> {
+    async fn until_close(&mut self, rechunk: bool) -> Result<(), ProxyError> {
         loop {
             let n = self.buf.len();
             if n > 0 {
@@ -172,7 +183,8 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
             match self.read().await? {
                 Fill::Read(_) => {}
                 Fill::Eof => break,
-                Fill::Full => return Err(RelayError::Read(io::Error::other("buffer full"))),
+                // Drained before each read: the buffer cannot fill up.
+                Fill::Full => return Err(self.dir.source_failed(false)),
             }
         }
         if rechunk {
@@ -188,6 +200,7 @@ mod tests {
     use super::*;
     use monoio::buf::{IoBuf, IoVecBuf};
     use monoio::BufResult;
+    use std::io;
 
     /// A source that hands out at most `step` bytes per read, like a slow peer.
     struct Trickle<'a> {
@@ -240,7 +253,7 @@ mod tests {
         step: usize,
         from: Framing,
         to: Framing,
-    ) -> (Result<(), RelayError>, Vec<u8>, Vec<u8>) {
+    ) -> (Result<(), ProxyError>, Vec<u8>, Vec<u8>) {
         let mut src = Trickle { data: input, step };
         let mut buf = Buf::with_capacity(64);
         let mut sink = Sink::default();
@@ -255,6 +268,7 @@ mod tests {
             write_timeout: Duration::from_secs(5),
             max_buf: 4096,
             timers: &timers,
+            dir: Direction::Request,
         };
         let res = r.run(from, to).await;
         (res, sink.0, buf.data().to_vec())
@@ -322,11 +336,12 @@ mod tests {
 
     #[monoio::test(timer_enabled = true)]
     async fn truncated_and_malformed_bodies_are_errors() {
+        // A request body: the client's fault, told apart by what went wrong.
         let (res, _, _) = relay(b"hello", 2, Framing::Length(10), Framing::Length(10)).await;
-        assert!(matches!(res, Err(RelayError::Eof)));
+        assert_eq!(res, Err(ProxyError::ClientGone));
         let (res, _, _) = relay(b"5\r\nhel", 2, Framing::Chunked, Framing::Chunked).await;
-        assert!(matches!(res, Err(RelayError::Eof)));
+        assert_eq!(res, Err(ProxyError::ClientGone));
         let (res, _, _) = relay(b"zz\r\n", 2, Framing::Chunked, Framing::Chunked).await;
-        assert!(matches!(res, Err(RelayError::Framing(_))));
+        assert_eq!(res, Err(ProxyError::BadRequest("invalid chunked body")));
     }
 }

@@ -12,6 +12,9 @@ use std::io;
 
 /// Fewer free bytes than this at the end triggers compaction or growth before a read.
 const MIN_READ: usize = 2048;
+/// A client connection's buffers start at this size: most request heads fit, and a
+/// connection that goes idle gives them back anyway (see `proxy`).
+pub const CLIENT_BUF: usize = 4096;
 
 /// A read buffer with a consumed prefix.
 #[derive(Debug, Default)]
@@ -32,7 +35,7 @@ pub enum Fill {
 }
 
 impl Buf {
-    /// An empty buffer that will allocate `capacity` bytes on first use.
+    /// An empty buffer with `capacity` bytes allocated now.
     pub fn with_capacity(capacity: usize) -> Buf {
         Buf {
             vec: Vec::with_capacity(capacity),
@@ -150,41 +153,44 @@ impl Buf {
         }
     }
 
-    /// Reads what `fd` has right now with one non-blocking `recv`, growing up to `max`
+    /// Reads what a socket has right now with one non-blocking call, growing up to `max`
     /// unconsumed bytes; `Ok(None)` when nothing is there.
     ///
-    /// For a socket just reported readable: one syscall instead of another trip
-    /// through the ring, which would cost a whole event-loop turn of latency.
-    pub fn try_fill_now(&mut self, fd: std::os::fd::RawFd, max: usize) -> io::Result<Option<Fill>> {
+    /// `read` is handed the spare capacity and returns how many bytes it wrote there
+    /// (0: end of stream), or `WouldBlock`. The caller owns the socket: this keeps raw
+    /// descriptors out of the buffer (`client::ClientStream` decides what may be read).
+    pub fn fill_now(
+        &mut self,
+        max: usize,
+        read: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize>,
+    ) -> io::Result<Option<Fill>> {
         if self.len() >= max {
             return Ok(Some(Fill::Full));
         }
         self.make_room(max);
         let spare = self.vec.spare_capacity_mut();
-        // SAFETY: `spare` is writable memory of `spare.len()` bytes owned by `self.vec`;
-        // recv writes at most that many bytes and reports how many it wrote.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                spare.as_mut_ptr().cast(),
-                spare.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        match n {
-            0 => Ok(Some(Fill::Eof)),
-            n if n > 0 => {
-                // SAFETY: the kernel initialized the first `n` spare bytes.
-                unsafe { self.vec.set_len(self.vec.len() + n as usize) };
-                Ok(Some(Fill::Read(n as usize)))
+        let room = spare.len();
+        match read(spare) {
+            Ok(0) => Ok(Some(Fill::Eof)),
+            Ok(n) => {
+                assert!(
+                    n <= room,
+                    "a read reported more bytes than it was given room for"
+                );
+                // SAFETY: `read` initialized the first `n` spare bytes (checked above
+                // to be within the spare capacity).
+                unsafe { self.vec.set_len(self.vec.len() + n) };
+                Ok(Some(Fill::Read(n)))
             }
-            _ => {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
-                    _ => Err(e),
-                }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
             }
+            Err(e) => Err(e),
         }
     }
 
@@ -308,41 +314,5 @@ mod tests {
         let mut empty: &[u8] = b"";
         assert_eq!(b.fill(&mut empty, 64).await.unwrap(), Fill::Eof);
         assert_eq!(b.fill(&mut empty, 4).await.unwrap(), Fill::Full);
-    }
-
-    #[test]
-    fn try_fill_now_reads_what_is_there_without_waiting() {
-        use std::io::Write;
-        use std::os::fd::AsRawFd;
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (s, _) = l.accept().unwrap();
-        let mut b = Buf::with_capacity(16);
-        assert_eq!(
-            b.try_fill_now(s.as_raw_fd(), 1024).unwrap(),
-            None,
-            "nothing yet"
-        );
-        c.write_all(b"GET / HTTP/1.1\r\n").unwrap();
-        let mut got = None;
-        for _ in 0..1000 {
-            got = b.try_fill_now(s.as_raw_fd(), 1024).unwrap();
-            if got.is_some() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        assert_eq!(got, Some(Fill::Read(16)));
-        assert_eq!(b.data(), b"GET / HTTP/1.1\r\n");
-        drop(c);
-        let mut eof = None;
-        for _ in 0..1000 {
-            eof = b.try_fill_now(s.as_raw_fd(), 1024).unwrap();
-            if eof.is_some() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        assert_eq!(eof, Some(Fill::Eof));
     }
 }

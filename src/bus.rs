@@ -1,19 +1,29 @@
 //! The only cross-core paths: a broadcast of `Update`s to every worker, and `Report`s
 //! from workers to the control thread.
 //!
-//! Each worker owns one crossbeam-channel receiver and drains it from its own
-//! runtime (a periodic tick), so the hot path takes no lock and touches no atomic
-//! another core writes to. Any thread may broadcast.
+//! Each worker owns one crossbeam-channel receiver and drains it from its own runtime
+//! (every tick), so the hot path takes no lock and touches no atomic another core
+//! writes to. Any thread may broadcast. Messages about servers carry the config
+//! generation they were decided in, so a late one cannot land on a server that joined
+//! after it.
 
-use crate::config::ServerId;
 use crate::health::MarkDown;
+use crate::snapshot::Snapshot;
+use crate::upstream::ServerId;
 use crossbeam_channel::{unbounded, Receiver, Sender};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// A change every worker must apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Update {
+    /// Run this config generation from the next request on.
+    Snapshot(Arc<Snapshot>),
     /// Passive checks marked the server down: skip it until `down.until`.
     ServerDown {
+        /// The generation the mark-down was decided in.
+        generation: u64,
         /// Which server.
         server: ServerId,
         /// Until when, and at which back-off step.
@@ -21,21 +31,61 @@ pub enum Update {
     },
     /// The active checker's verdict changed.
     Health {
+        /// The generation the verdict was reached in.
+        generation: u64,
         /// Which server.
         server: ServerId,
         /// Whether it passes its checks now.
         up: bool,
     },
-    /// Stop accepting, finish, and exit the worker.
-    Shutdown,
+    /// Listeners change: stop accepting on `remove`, start on the ones handed over.
+    Listen {
+        /// One socket set per worker, taken by that worker.
+        add: Arc<Handoff>,
+        /// Bound addresses to stop accepting on.
+        remove: Arc<[SocketAddr]>,
+    },
+    /// Stop accepting, finish what is in flight, close the rest at `deadline`, exit.
+    Drain {
+        /// When connections still open are cut.
+        deadline: Instant,
+    },
 }
 
-/// What a worker tells the control thread, which logs each transition once and
-/// broadcasts what every worker must apply.
+/// Sockets for each worker, bound elsewhere and handed over once: each worker takes
+/// its own set (the lock is taken once per worker per reload, never per request).
+#[derive(Debug)]
+pub struct Handoff {
+    per_worker: Vec<Mutex<Vec<std::net::TcpListener>>>,
+}
+
+impl Handoff {
+    /// Wraps one socket set per worker, in worker order.
+    pub fn new(per_worker: Vec<Vec<std::net::TcpListener>>) -> Handoff {
+        Handoff {
+            per_worker: per_worker.into_iter().map(Mutex::new).collect(),
+        }
+    }
+
+    /// Worker `id`'s sockets (empty the second time).
+    pub fn take(&self, id: usize) -> Vec<std::net::TcpListener> {
+        match self.per_worker.get(id) {
+            // A poisoned lock means a worker panicked holding it; the process is
+            // going down anyway, and the sockets are still valid.
+            Some(m) => std::mem::take(&mut *m.lock().unwrap_or_else(|p| p.into_inner())),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// What a worker tells the control thread, which decides, logs each transition once
+/// and broadcasts what every worker must apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
     /// This worker marked the server down (and applied it already).
     Down {
+        /// The generation the request ran on.
+        generation: u64,
         /// Which server.
         server: ServerId,
         /// Until when, and at which step.
@@ -45,6 +95,8 @@ pub enum Report {
     },
     /// A server on probation answered: it is back.
     Recovered {
+        /// The generation the request ran on.
+        generation: u64,
         /// Which server.
         server: ServerId,
     },
@@ -78,6 +130,11 @@ impl Bus {
         (Bus { senders, control }, inboxes, reports)
     }
 
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.senders.len()
+    }
+
     /// Tells the control thread about a transition this worker saw.
     pub fn report(&self, report: Report) {
         // The control thread lives as long as the proxy; if it is gone we are stopping.
@@ -109,21 +166,41 @@ mod tests {
     fn every_worker_receives_every_update_in_order() {
         let (bus, inboxes, _reports) = Bus::new(3);
         let down = MarkDown {
-            until: std::time::Instant::now(),
+            until: Instant::now(),
             step: 0,
         };
+        let server = crate::upstream::Registry::new().id("g", "127.0.0.1:1".parse().unwrap());
         let other = bus.clone();
-        std::thread::spawn(move || other.broadcast(Update::ServerDown { server: 1, down }))
-            .join()
-            .unwrap();
-        bus.broadcast(Update::Shutdown);
+        std::thread::spawn(move || {
+            other.broadcast(Update::ServerDown {
+                generation: 1,
+                server,
+                down,
+            })
+        })
+        .join()
+        .unwrap();
+        let deadline = Instant::now();
+        bus.broadcast(Update::Drain { deadline });
         for inbox in &inboxes {
-            assert_eq!(
+            assert!(matches!(
                 inbox.try_next(),
-                Some(Update::ServerDown { server: 1, down })
+                Some(Update::ServerDown { generation: 1, server: s, down: d }) if s == server && d == down
+            ));
+            assert!(
+                matches!(inbox.try_next(), Some(Update::Drain { deadline: d }) if d == deadline)
             );
-            assert_eq!(inbox.try_next(), Some(Update::Shutdown));
-            assert_eq!(inbox.try_next(), None);
+            assert!(inbox.try_next().is_none());
         }
+    }
+
+    #[test]
+    fn each_worker_takes_its_own_sockets_once() {
+        let l = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let handoff = Handoff::new(vec![vec![l(0)], vec![l(1), l(2)]]);
+        assert_eq!(handoff.take(1).len(), 2);
+        assert_eq!(handoff.take(1).len(), 0, "taken already");
+        assert_eq!(handoff.take(0).len(), 1);
+        assert_eq!(handoff.take(7).len(), 0);
     }
 }

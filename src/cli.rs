@@ -1,16 +1,23 @@
-//! The command line: `run`, `check`, `demo` and `backend`.
+//! The command line: `run`, `check`, `demo` and `backend`, and the main thread's life
+//! while the proxy runs: signals in, reloads and the graceful drain out.
 //!
-//! Exit codes: 0 success, 1 runtime failure (or `check` on a bad config, like
-//! `nginx -t`), 64 (EX_USAGE) when `run`/`demo` are given a bad config.
+//! Exit codes: 0 success (including a drained stop), 1 runtime failure (or `check` on
+//! a bad config, like `nginx -t`), 64 (EX_USAGE) when `run`/`demo` are given a bad
+//! config or a listen address that cannot be bound, 70 (EX_SOFTWARE) when a worker
+//! died.
 
 use crate::config::Config;
-use crate::{backend, error, info, server};
+use crate::server::{self, Event, Options, StartError};
+use crate::signals::{self, Signal};
+use crate::{backend, error, info, warn};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Exit code for a bad configuration (sysexits EX_USAGE).
 const EX_CONFIG: i32 = 64;
+/// Exit code when a worker died (sysexits EX_SOFTWARE): the service manager restarts us.
+const EX_SOFTWARE: i32 = 70;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,7 +69,19 @@ enum Command {
 
 /// Parses the command line, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // Before any thread starts, so every thread inherits the blocked signals.
+    let blocked = match &cli.command {
+        Command::Run { .. } | Command::Demo { .. } => match signals::install() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                error!("cannot install signal handlers: {e}");
+                return 1;
+            }
+        },
+        _ => None,
+    };
+    match cli.command {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 println!("{}: ok: {}", config.display(), c.summary());
@@ -73,13 +92,19 @@ pub fn main() -> i32 {
                 1
             }
         },
-        Command::Run { config, workers } => match load(&config, workers) {
-            Ok(c) => run(c),
+        Command::Run {
+            config: path,
+            workers,
+        } => match load(&path, workers) {
+            Ok(c) => run(c, &path, workers, blocked),
             Err(code) => code,
         },
-        Command::Demo { config, workers } => match load(&config, workers) {
+        Command::Demo {
+            config: path,
+            workers,
+        } => match load(&path, workers) {
             Ok(c) => match start_demo_backends(&c) {
-                Ok(()) => run(c),
+                Ok(()) => run(c, &path, workers, blocked),
                 Err(e) => {
                     error!("cannot start demo backends: {e}");
                     1
@@ -129,39 +154,100 @@ fn load(path: &std::path::Path, workers: Option<usize>) -> Result<Config, i32> {
     }
 }
 
-fn run(config: Config) -> i32 {
+/// Runs the proxy until a signal stops it or a worker dies; returns the exit code.
+fn run(
+    config: Config,
+    path: &Path,
+    workers_override: Option<usize>,
+    blocked: Option<signals::Blocked>,
+) -> i32 {
     let summary = config.summary();
-    let running = match server::start(config) {
+    let running = match server::start_with(config, Options { workers_override }) {
         Ok(r) => r,
+        Err(e @ StartError::Listen { .. }) => {
+            eprintln!("ringway: {e}");
+            return EX_CONFIG;
+        }
         Err(e) => {
             error!("{e}");
             return 1;
         }
     };
-    for addr in running.local_addrs() {
-        info!("listening on {addr}");
+    for (configured, addr, note) in running.listeners() {
+        match (*note).is_empty() {
+            true => info!("listening on {addr}"),
+            false => info!("listening on {addr} ({configured}: {note})"),
+        }
     }
     info!("{summary}");
     crate::worker::log_drivers(running.drivers());
-    let id = running.wait_for_exit();
-    error!("worker {id} exited unexpectedly; shutting down");
-    1
+    if let Some(blocked) = blocked {
+        let events = running.event_sender();
+        let mut stops = 0;
+        let waiter = signals::spawn_waiter(blocked, move |sig| {
+            if sig.stops() {
+                stops += 1;
+                if stops > 1 {
+                    // The main thread is busy draining; a second stop means now.
+                    warn!("{}: second stop signal, exiting now", sig.name());
+                    std::process::exit(0);
+                }
+            }
+            let _ = events.send(Event::Signal(sig));
+        });
+        if let Err(e) = waiter {
+            error!("cannot start the signal thread: {e}");
+            return 1;
+        }
+    }
+    loop {
+        match running.next_event() {
+            Event::Signal(Signal::Hup) => {
+                // The control thread logs the result, success or not.
+                let _ = running.reload_file(path.to_path_buf());
+            }
+            Event::Signal(Signal::Usr1) => {
+                info!("SIGUSR1: logs go to stderr, so there is no file to reopen");
+            }
+            Event::Signal(sig) => {
+                let timeout = running.shutdown_timeout();
+                info!(
+                    "{}: draining: no new connections; in-flight requests get up to {timeout:?}",
+                    sig.name()
+                );
+                let cut = running.drain();
+                if cut > 0 {
+                    warn!("drain timed out: {cut} connections were cut");
+                } else {
+                    info!("drained: every connection finished");
+                }
+                return 0;
+            }
+            Event::WorkerExited { id, panicked } => {
+                let why = if panicked { "panicked" } else { "exited" };
+                error!(
+                    "worker {id} {why}; exiting (status {EX_SOFTWARE}) rather than serve with a hole in the SO_REUSEPORT group"
+                );
+                return EX_SOFTWARE;
+            }
+        }
+    }
 }
 
 /// Binds a demo backend on every loopback server address nothing listens on yet.
 fn start_demo_backends(config: &Config) -> std::io::Result<()> {
     let mut listeners = Vec::new();
-    for (i, server) in config.servers.iter().enumerate() {
-        if !server.addr.ip().is_loopback() {
-            continue;
-        }
-        // A successful bind means the port is free: nothing is serving it.
-        if let Ok(l) = std::net::TcpListener::bind(server.addr) {
-            let group = &config.upstreams[server.upstream];
-            let pos = group.servers.iter().position(|&s| s == i).unwrap_or(0) + 1;
-            let name = format!("{}-{pos}", group.name);
-            info!("demo backend `{name}` on {}", server.addr);
-            listeners.push((l, name));
+    for group in &config.upstreams {
+        for (pos, server) in group.servers.iter().enumerate() {
+            if !server.addr.ip().is_loopback() {
+                continue;
+            }
+            // A successful bind means the port is free: nothing is serving it.
+            if let Ok(l) = std::net::TcpListener::bind(server.addr) {
+                let name = format!("{}-{}", group.name, pos + 1);
+                info!("demo backend `{name}` on {}", server.addr);
+                listeners.push((l, name));
+            }
         }
     }
     if !listeners.is_empty() {

@@ -1,10 +1,14 @@
-//! `ProxyError`: every way a request can fail, with the one table mapping it to a response.
+//! `ProxyError`: every way a request can fail, with the one status table and the one
+//! retry table.
 //!
 //! Downstream faults (the client sent something wrong) map to 4xx/5xx-for-client codes;
-//! upstream faults map to 502/503/504. Reasons are `&'static str` so the hot path never
-//! formats or allocates unless an error actually happens.
+//! upstream faults map to 502/503/504; failures after the response started, or of a
+//! client that went away, cannot be answered and close the connection. Reasons are
+//! `&'static str` so the hot path never formats or allocates unless an error happens.
 
-/// A request-level failure, answered by the proxy itself.
+use crate::config::RetryOn;
+
+/// A request-level failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {
     /// Malformed or ambiguous request syntax or framing.
@@ -31,6 +35,10 @@ pub enum ProxyError {
     /// The client took too long to send its request head.
     #[error("request head not received in time")]
     RequestTimeout,
+    /// The client closed or stalled while sending its body or reading the response:
+    /// there is no one to answer.
+    #[error("the client went away")]
+    ClientGone,
     /// Every server of the group is marked down.
     #[error("no upstream server available")]
     NoServerAvailable,
@@ -46,6 +54,15 @@ pub enum ProxyError {
     /// The upstream closed or reset the connection before a complete response head.
     #[error("upstream closed the connection before responding")]
     UpstreamClosed,
+    /// Writing the request to a pooled connection failed: the upstream had closed it
+    /// while idle, so nothing reached it.
+    #[error("upstream closed an idle keep-alive connection")]
+    StaleConnection,
+    /// A pooled connection closed after the request was sent, before any response
+    /// byte: the upstream closed it idle (a resend is safe) or after acting on the
+    /// request, and the two cannot be told apart.
+    #[error("upstream closed the connection before responding")]
+    ClosedIdle,
     /// The upstream's response head was malformed or ambiguous.
     #[error("invalid response from upstream: {0}")]
     BadResponse(&'static str),
@@ -56,6 +73,19 @@ pub enum ProxyError {
     /// server could take the retry.
     #[error("upstream answered {0}")]
     UpstreamStatus(u16),
+    /// The upstream failed after its response head was relayed: the body is cut short
+    /// and the client connection closed.
+    #[error("upstream failed mid-response")]
+    ResponseAborted,
+}
+
+/// Whether a failure on a pooled connection may be resent on a fresh one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// Any request: nothing reached the upstream.
+    Always,
+    /// Only a request that is safe to send twice.
+    IfIdempotent,
 }
 
 impl ProxyError {
@@ -65,13 +95,16 @@ impl ProxyError {
         match self {
             BadRequest(_) => 400,
             NoRoute => 404,
+            // nginx's code for a request the client abandoned; never sent.
+            ClientGone => 499,
             RequestTimeout => 408,
             ExpectationFailed => 417,
             HeadersTooLarge(_) => 431,
             UriTooLong => 414,
             NotImplemented(_) => 501,
             VersionNotSupported => 505,
-            ConnectFailed | UpstreamClosed | BadResponse(_) => 502,
+            ConnectFailed | UpstreamClosed | StaleConnection | ClosedIdle | BadResponse(_)
+            | ResponseAborted => 502,
             NoServerAvailable => 503,
             ConnectTimeout | ResponseTimeout | RequestDeadline => 504,
             UpstreamStatus(s) => s,
@@ -85,10 +118,57 @@ impl ProxyError {
             ConnectFailed => "connect failed",
             ConnectTimeout => "connect timed out",
             ResponseTimeout => "no response head in time",
-            UpstreamClosed => "connection closed before a response",
+            UpstreamClosed | ClosedIdle => "connection closed before a response",
+            StaleConnection => "idle connection closed",
+            ResponseAborted => "failed mid-response",
             BadResponse(r) => r,
             UpstreamStatus(_) => "error status",
             _ => self.kind(),
+        }
+    }
+
+    /// True when a response can still be sent for it: not when the client is gone or
+    /// the upstream's response already started.
+    pub fn is_answerable(self) -> bool {
+        !matches!(self, ProxyError::ClientGone | ProxyError::ResponseAborted)
+    }
+
+    /// The retry table: true when, after this failure before any response byte reached
+    /// the client, an idempotent request whose body is buffered may go to another
+    /// server of the group (within `retries` and the retry budget). Connect failures
+    /// always fail over: nothing was sent.
+    pub fn is_retryable(self, on: &RetryOn) -> bool {
+        use ProxyError::*;
+        match self {
+            ConnectFailed | ConnectTimeout | StaleConnection => true,
+            ResponseTimeout => on.timeout,
+            UpstreamClosed | ClosedIdle => on.reset,
+            UpstreamStatus(s) => on.status(s),
+            _ => false,
+        }
+    }
+
+    /// Whether the same request may be resent once on a fresh connection to the same
+    /// server: only after a pooled connection turned out dead.
+    pub fn resend(self) -> Option<Resend> {
+        match self {
+            ProxyError::StaleConnection => Some(Resend::Always),
+            ProxyError::ClosedIdle => Some(Resend::IfIdempotent),
+            _ => None,
+        }
+    }
+
+    /// True when this failure counts against the server for passive health.
+    /// `fail_on_status`: the group's statuses that count.
+    pub fn counts_against_server(self, fail_on_status: &[u16]) -> bool {
+        use ProxyError::*;
+        match self {
+            ConnectFailed | ConnectTimeout | ResponseTimeout | UpstreamClosed | ClosedIdle
+            | BadResponse(_) => true,
+            UpstreamStatus(s) => fail_on_status.contains(&s),
+            // The request's own deadline, a pooled connection the server closed idle, or
+            // a body cut short after the server answered (it did answer).
+            _ => false,
         }
     }
 
@@ -114,14 +194,17 @@ impl ProxyError {
             ExpectationFailed => "ExpectationFailed",
             NoRoute => "NoRoute",
             RequestTimeout => "RequestTimeout",
+            ClientGone => "ClientGone",
             NoServerAvailable => "NoServerAvailable",
             ConnectFailed => "ConnectFailed",
             ConnectTimeout => "ConnectTimeout",
             ResponseTimeout => "ResponseTimeout",
-            UpstreamClosed => "UpstreamClosed",
+            UpstreamClosed | ClosedIdle => "UpstreamClosed",
+            StaleConnection => "StaleConnection",
             BadResponse(_) => "BadResponse",
             RequestDeadline => "RequestTimeout",
             UpstreamStatus(_) => "UpstreamStatus",
+            ResponseAborted => "ResponseAborted",
         }
     }
 }
@@ -134,6 +217,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         408 => "Request Timeout",
+        499 => "Client Closed Request",
         414 => "URI Too Long",
         417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
@@ -157,19 +241,27 @@ pub enum ErrorFormat {
     Json,
 }
 
+/// A proxy-made error response to write.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorReply<'a> {
+    /// What failed.
+    pub err: ProxyError,
+    /// The group, named in the body for upstream faults so operators can tell which failed.
+    pub upstream: Option<&'a str>,
+    /// Send `Connection: close` (the connection ends after it).
+    pub close: bool,
+    /// The request was HEAD: no body (its length is still sent).
+    pub is_head: bool,
+    /// How the body is written.
+    pub format: ErrorFormat,
+    /// The `Date` header value.
+    pub date: &'a [u8],
+}
+
 /// Writes a complete error response into `out`.
-///
-/// `upstream` names the group for upstream faults so operators can tell which one failed;
-/// `is_head` omits the body (a HEAD response has none) but keeps its length.
-pub fn write_error_response(
-    out: &mut Vec<u8>,
-    err: ProxyError,
-    upstream: Option<&str>,
-    close: bool,
-    is_head: bool,
-    format: ErrorFormat,
-) {
+pub fn write_error_response(out: &mut Vec<u8>, r: &ErrorReply<'_>) {
     use std::io::Write;
+    let (err, upstream, close, is_head, format) = (r.err, r.upstream, r.close, r.is_head, r.format);
     let status = err.status();
     let (kind, body) = match format {
         ErrorFormat::Text => {
@@ -196,9 +288,14 @@ pub fn write_error_response(
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nvia: 1.1 ringway\r\n{}\r\n{}",
+        "HTTP/1.1 {status} {}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nvia: 1.1 ringway\r\ndate: ",
         reason_phrase(status),
         body.len(),
+    );
+    out.extend_from_slice(r.date);
+    let _ = write!(
+        out,
+        "\r\n{}\r\n{}",
         if close { "connection: close\r\n" } else { "" },
         if is_head { "" } else { &body },
     );
@@ -222,6 +319,17 @@ fn json_escape(s: &str) -> String {
 mod tests {
     use super::*;
 
+    fn reply(upstream: Option<&str>, close: bool, format: ErrorFormat) -> ErrorReply<'_> {
+        ErrorReply {
+            err: ProxyError::ConnectFailed,
+            upstream,
+            close,
+            is_head: false,
+            format,
+            date: b"Sun, 06 Nov 1994 08:49:37 GMT",
+        }
+    }
+
     #[test]
     fn each_error_maps_to_its_status() {
         assert_eq!(ProxyError::BadRequest("x").status(), 400);
@@ -230,21 +338,53 @@ mod tests {
         assert_eq!(ProxyError::ResponseTimeout.status(), 504);
         assert!(ProxyError::BadRequest("x").is_client_fault());
         assert!(!ProxyError::ConnectFailed.is_client_fault());
+        assert!(!ProxyError::ClientGone.is_answerable());
+        assert!(!ProxyError::ResponseAborted.is_answerable());
+    }
+
+    #[test]
+    fn the_retry_table_follows_retry_on() {
+        let none = RetryOn::default();
+        let all = RetryOn {
+            connect: true,
+            timeout: true,
+            reset: true,
+            status_502: true,
+            status_503: true,
+            status_504: true,
+        };
+        assert!(
+            ProxyError::ConnectFailed.is_retryable(&none),
+            "connects always fail over"
+        );
+        for e in [
+            ProxyError::ResponseTimeout,
+            ProxyError::UpstreamClosed,
+            ProxyError::UpstreamStatus(503),
+        ] {
+            assert!(!e.is_retryable(&none) && e.is_retryable(&all), "{e:?}");
+        }
+        assert!(!ProxyError::UpstreamStatus(500).is_retryable(&all));
+        assert!(!ProxyError::RequestDeadline.is_retryable(&all));
+        assert!(!ProxyError::BadResponse("x").is_retryable(&all));
+        assert_eq!(ProxyError::StaleConnection.resend(), Some(Resend::Always));
+        assert_eq!(ProxyError::ClosedIdle.resend(), Some(Resend::IfIdempotent));
+        assert_eq!(ProxyError::UpstreamClosed.resend(), None);
+        assert!(!ProxyError::RequestDeadline.counts_against_server(&[]));
+        assert!(ProxyError::UpstreamStatus(500).counts_against_server(&[500]));
+        assert!(!ProxyError::UpstreamStatus(500).counts_against_server(&[]));
     }
 
     #[test]
     fn error_responses_are_complete_and_framed() {
         let mut out = Vec::new();
-        write_error_response(
-            &mut out,
-            ProxyError::ConnectFailed,
-            Some("web"),
-            true,
-            false,
-            ErrorFormat::Text,
-        );
+        write_error_response(&mut out, &reply(Some("web"), true, ErrorFormat::Text));
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
+        assert!(
+            text.contains("date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"),
+            "{text}"
+        );
         assert!(text.contains("connection: close\r\n"));
         let body = text.split("\r\n\r\n").nth(1).unwrap();
         assert!(text.contains(&format!("content-length: {}\r\n", body.len())));
@@ -254,14 +394,7 @@ mod tests {
     #[test]
     fn json_errors_name_the_kind_and_upstream() {
         let mut out = Vec::new();
-        write_error_response(
-            &mut out,
-            ProxyError::ConnectFailed,
-            Some("we\"b"),
-            false,
-            false,
-            ErrorFormat::Json,
-        );
+        write_error_response(&mut out, &reply(Some("we\"b"), false, ErrorFormat::Json));
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("content-type: application/json\r\n"));
         let body = text.split("\r\n\r\n").nth(1).unwrap();

@@ -1,28 +1,42 @@
 //! ringway: an HTTP/1.1 reverse proxy and load balancer, thread-per-core on io_uring.
 //!
 //! ```text
-//! main thread: CLI → Config (validated) → bind SO_REUSEPORT listeners per worker → spawn → wait
-//! workers (one per core, pinned): accept → proxy: parse → route → balance → pool → upstream → stream back
-//! bus: the only cross-core path (server mark-downs, shutdown), one inbox per worker
+//! main thread: CLI → Config (validated) → bind SO_REUSEPORT listeners per worker
+//!              → first Snapshot → spawn workers + control → wait for signals
+//!              (SIGHUP: reload; SIGTERM/SIGINT: drain, exit 0; a dead worker: exit 70)
+//! control thread: reload (config → Snapshot with stable server ids), active health
+//!              checks, the one health state machine per server; never on a worker core
+//! workers (one per core, pinned): accept → proxy/: head → route → balance → pool
+//!              → upstream → stream back; each request runs on one snapshot generation
+//! bus: the only cross-core path: Snapshot, ServerDown, Health, Listen, Drain to every
+//!      worker (one crossbeam inbox each, drained every tick); Reports to control
 //! ```
 //!
 //! Modules, one noun each:
-//! - [`cli`]: the command line (`run`, `check`, `demo`, `backend`).
-//! - [`config`]: config.toml → validated [`config::Config`].
-//! - [`server`]: binds listeners, starts and stops workers.
-//! - [`worker`]: one pinned thread with its monoio runtime and per-core state.
-//! - [`proxy`]: one client connection, the whole hot path top to bottom.
-//! - [`http`]: HTTP/1.1 heads, framing, chunked coding and rewrites, without I/O.
+//! - [`cli`]: the command line and the main thread's life (signals, reload, drain).
+//! - [`signals`]: SIGHUP, SIGTERM, SIGINT, SIGUSR1 taken by one thread, as events.
+//! - [`config`]: config.toml → validated [`config::Config`] (plain data).
+//! - [`snapshot`]: a config made runnable: routes, balancing tables, server ids.
+//! - [`server`]: binds listeners, starts and stops workers and the control thread.
+//! - [`listen`]: binding one SO_REUSEPORT socket per worker per address.
+//! - [`worker`]: one pinned thread: runtime, accept loops, tick, bus updates.
+//! - [`shard`]: the per-core state a worker's connections share, and its generations.
+//! - [`client`]: the client stream and the facts of a connection (peer, listener, scheme).
+//! - [`proxy`]: one client connection, the whole request path top to bottom.
+//! - [`http`]: HTTP/1.1 heads, framing, chunked coding, rewrites and header edits, no I/O.
 //! - [`body`]: streams bodies between connections by their framing.
 //! - [`buf`]: the reusable per-connection read buffer and owned-buffer I/O.
 //! - [`route`]: which upstream group a request goes to.
-//! - [`balance`], [`pool`], [`health`]: per-worker picking, keep-alive pools, passive health.
-//! - [`timer`]: coarse per-worker timers for idle connections.
-//! - [`retry`]: the per-worker retry budget.
+//! - [`balance`]: per-worker server picks for every policy, over per-snapshot tables.
+//! - [`upstream`]: server identity, per-worker server state, pools, response heads.
+//! - [`health`]: passive health on workers, the active threshold, the state machine.
+//! - [`control`]: the control thread: reload, active checks, health transitions.
 //! - [`bus`]: broadcast of updates to every worker, reports to the control thread.
-//! - [`control`]: the control thread: active health checks, health transitions and their log.
+//! - [`timer`]: coarse per-worker timers for every wait on the request path.
+//! - [`retry`]: the per-worker retry budget.
+//! - [`error`]: every request failure, its status and whether it may be retried.
+//! - [`hash`]: the one FNV hash (tables, balancing keys, ring points).
 //! - [`backend`]: the built-in demo origin server.
-//! - [`error`]: every request failure and the status it maps to.
 //! - [`log`]: stderr logging.
 
 pub mod backend;
@@ -31,16 +45,22 @@ pub mod body;
 pub mod buf;
 pub mod bus;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod hash;
 pub mod health;
 pub mod http;
+pub mod listen;
 pub mod log;
-pub mod pool;
 pub mod proxy;
 pub mod retry;
 pub mod route;
 pub mod server;
+pub mod shard;
+pub mod signals;
+pub mod snapshot;
 pub mod timer;
+pub mod upstream;
 pub mod worker;

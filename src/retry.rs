@@ -1,8 +1,8 @@
 //! The retry budget: retries may add at most a fraction of a group's requests, over a
 //! sliding window, so retries cannot multiply the load on a failing upstream.
 //!
-//! One budget per upstream group per worker (`Cell`s, no sharing); a small floor lets a
-//! quiet worker still retry a few requests.
+//! One budget per upstream group per worker (`Cell`s, no sharing), kept across reloads
+//! by group name; a small floor lets a quiet worker still retry a few requests.
 
 use std::cell::Cell;
 use std::time::Instant;
@@ -15,7 +15,7 @@ const MIN_RETRIES: f64 = 3.0;
 /// Requests and retries of one group on one worker over the last `BUCKETS` seconds.
 #[derive(Debug)]
 pub struct Budget {
-    ratio: f64,
+    ratio: Cell<f64>,
     origin: Instant,
     /// (second, requests, retries) per bucket; a bucket from an older second is stale.
     buckets: [Cell<(u64, u32, u32)>; BUCKETS],
@@ -25,7 +25,7 @@ impl Budget {
     /// A budget allowing retries up to `ratio` of requests (plus a small floor).
     pub fn new(ratio: f64, origin: Instant) -> Budget {
         Budget {
-            ratio,
+            ratio: Cell::new(ratio),
             origin,
             buckets: std::array::from_fn(|_| Cell::new((0, 0, 0))),
         }
@@ -38,6 +38,11 @@ impl Budget {
             b.set((sec, 0, 0));
         }
         (b, sec)
+    }
+
+    /// A reload changed `retry_budget`; the window's counts carry over.
+    pub fn set_ratio(&self, ratio: f64) {
+        self.ratio.set(ratio);
     }
 
     /// Counts a request.
@@ -58,7 +63,7 @@ impl Budget {
                 ret += u64::from(r);
             }
         }
-        (ret as f64) < self.ratio * req as f64 + MIN_RETRIES
+        (ret as f64) < self.ratio.get() * req as f64 + MIN_RETRIES
     }
 
     /// Spends one retry if the budget allows it.

@@ -4,11 +4,12 @@
 //! the cost flat with hundreds of routes, the table is indexed by host (exact names,
 //! wildcard suffixes, any host), then by path (a map per prefix and per exact path), so a
 //! lookup costs a few hash probes per path segment instead of a scan. Only routes with a
-//! regex or no path condition are scanned. Built once per config and read-only after.
+//! regex or no path condition are scanned. Built once per snapshot, off the hot path, and read-only after.
 
 use crate::config::{Config, HostMatch, PathMatch, Route, ValueMatch};
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+// FNV: route keys are short config strings, where it beats SipHash; clients do not
+// choose the table's keys, so hash flooding is not a concern for its shape.
+use crate::hash::FnvMap;
 
 /// What a route looks at in a request; everything borrows the parsed head.
 #[derive(Debug, Clone, Copy)]
@@ -24,32 +25,6 @@ pub struct RequestView<'a> {
     /// All request header fields.
     pub headers: &'a [httparse::Header<'a>],
 }
-
-/// FNV-1a: route keys are short strings, where it beats SipHash; the keys come from
-/// the config, not from clients, so hash flooding is not a concern for the table shape.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type FnvMap<V> = HashMap<String, V, BuildHasherDefault<Fnv>>;
 
 /// Routes of one host key, indexed by path. Every list is in file order.
 #[derive(Debug, Default)]

@@ -1,144 +1,197 @@
-//! Starting and stopping the proxy: bind listeners on the calling thread, spawn one
-//! pinned worker per core, and hand back a `Running` handle.
+//! Starting and stopping the proxy: bind listeners on the calling thread, build the
+//! first snapshot, spawn one pinned worker per core and the control thread, and hand
+//! back a [`Running`] handle to reload, drain or stop them.
 //!
 //! Listeners are bound here (not in workers) so the real port of a `:0` address is
 //! known before `start` returns: tests connect at once, with no sleeps.
 
 use crate::bus::{Bus, Update};
 use crate::config::Config;
-use crate::control::{self, Control};
+use crate::control::{self, Control, ReloadError, Reloaded, Source};
+use crate::listen::{self, Bound, ListenError};
+use crate::snapshot::Snapshot;
+use crate::upstream::Registry;
 use crate::worker::{self, Driver, Startup};
 use crate::{info, warn};
-use socket2::{Domain, Protocol, Socket, Type};
-use std::io;
+use std::cell::Cell;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Listen backlog per socket; SYN floods beyond this are the kernel's problem.
-const BACKLOG: i32 = 4096;
-
-/// A running proxy. Dropping it shuts the workers down.
-#[derive(Debug)]
-pub struct Running {
-    addrs: Vec<SocketAddr>,
-    bus: Bus,
-    threads: Vec<JoinHandle<()>>,
-    exits: mpsc::Receiver<usize>,
-    drivers: Vec<Driver>,
-    control: Control,
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listen address could not be bound (a config problem: exit 64).
+    #[error("{origin}: `server.listen`: {source}")]
+    Listen {
+        /// The config file.
+        origin: String,
+        /// The bind error.
+        source: ListenError,
+    },
+    /// A thread or runtime could not start.
+    #[error("{0}")]
+    Runtime(String),
 }
 
-/// Binds every listen address for every worker and starts the workers.
-pub fn start(config: Config) -> io::Result<Running> {
-    let config = Arc::new(config);
-    let workers = config.server.workers;
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
-        (0..workers).map(|_| Vec::new()).collect();
-    let mut addrs = Vec::new();
-    for &addr in &config.server.listen {
-        if addr.port() != 0 {
-            // A plain bind first: SO_REUSEPORT would silently share a port that some
-            // other process already listens on, stealing part of its traffic.
-            std::net::TcpListener::bind(addr)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        }
-        let first = bind(addr)?;
-        let real = first.local_addr()?;
-        per_worker[0].push(first);
-        for listeners in per_worker.iter_mut().skip(1) {
-            listeners.push(bind(real)?);
-        }
-        addrs.push(real);
-    }
+/// Something the main thread must react to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A worker thread ended (it only ends by itself when it panicked or could not
+    /// start a runtime).
+    WorkerExited {
+        /// Which worker.
+        id: usize,
+        /// It panicked.
+        panicked: bool,
+    },
+    /// A signal arrived (forwarded by `signals`).
+    Signal(crate::signals::Signal),
+}
 
+/// A running proxy. Dropping it stops the workers at once.
+#[derive(Debug)]
+pub struct Running {
+    addrs: Vec<(String, SocketAddr, &'static str)>,
+    bus: Bus,
+    threads: Vec<JoinHandle<u32>>,
+    events: mpsc::Receiver<Event>,
+    events_tx: mpsc::Sender<Event>,
+    drivers: Vec<Driver>,
+    control: Control,
+    /// `[server] shutdown_timeout` of the config in force (a reload may change it).
+    shutdown_timeout: Cell<Duration>,
+}
+
+/// Options `start` takes beside the config.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--workers`, kept over reloads of the file.
+    pub workers_override: Option<usize>,
+}
+
+/// Binds every listen address for every worker and starts the workers and the control
+/// thread.
+pub fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, Options::default())
+}
+
+/// [`start`] with options.
+pub fn start_with(config: Config, options: Options) -> Result<Running, StartError> {
+    let workers = config.server.workers;
+    let mut bound: Vec<Bound> = Vec::new();
+    for &l in &config.server.listen {
+        let b = listen::bind(l, workers).map_err(|source| StartError::Listen {
+            origin: config.origin.clone(),
+            source,
+        })?;
+        bound.push(b);
+    }
+    let mut registry = Registry::new();
+    let snapshot = Arc::new(Snapshot::build(&config, 1, &mut registry));
     let (bus, inboxes, reports) = Bus::new(workers);
-    let control = control::spawn(config.clone(), bus.clone(), reports)?;
-    let (exit_tx, exits) = mpsc::channel();
+    let (events_tx, events) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let addrs = bound
+        .iter()
+        .map(|b| (b.listen.to_string(), b.addr, b.note))
+        .collect();
+    let listening = bound.iter().map(|b| (b.listen, b.addr)).collect();
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for b in bound {
+        for (w, s) in b.sockets.into_iter().enumerate() {
+            per_worker[w].push(s);
+        }
+    }
     let mut threads = Vec::new();
     for ((id, listeners), inbox) in per_worker.into_iter().enumerate().zip(inboxes) {
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let startup = Startup {
             id,
-            config: config.clone(),
+            snapshot: snapshot.clone(),
             listeners,
             inbox,
             bus: bus.clone(),
             ready: ready_tx.clone(),
         };
-        let exit_tx = exit_tx.clone();
+        let exit = ExitGuard {
+            id,
+            tx: events_tx.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name(format!("w{id}"))
             .spawn(move || {
-                let _exit = ExitGuard { id, tx: exit_tx };
+                let _exit = exit;
                 if let Some(core) = core {
                     if !core_affinity::set_for_current(core) {
                         warn!("could not pin worker {id} to core {}", core.id);
                     }
                 }
-                worker::run(startup);
-            })?;
+                worker::run(startup)
+            })
+            .map_err(|e| StartError::Runtime(format!("cannot start worker {id}: {e}")))?;
         threads.push(handle);
     }
     drop(ready_tx);
-
-    let mut drivers = Vec::new();
+    let shutdown_timeout = Cell::new(config.server.shutdown_timeout);
+    let control = Control::spawn(control::Setup {
+        snapshot,
+        registry,
+        listening,
+        workers_override: options.workers_override,
+        bus: bus.clone(),
+        reports,
+        config,
+    })
+    .map_err(|e| StartError::Runtime(format!("cannot start the control thread: {e}")))?;
     let mut running = Running {
         addrs,
         bus,
         threads,
-        exits,
+        events,
+        events_tx,
         drivers: Vec::new(),
         control,
+        shutdown_timeout,
     };
     for _ in 0..workers {
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(d)) => drivers.push(d),
-            Ok(Err(msg)) => return Err(io::Error::other(msg)),
-            Err(_) => return Err(io::Error::other("a worker did not start")),
+            Ok(Ok(d)) => running.drivers.push(d),
+            Ok(Err(msg)) => return Err(StartError::Runtime(msg)),
+            Err(_) => return Err(StartError::Runtime("a worker did not start".into())),
         }
     }
-    running.drivers = drivers;
     Ok(running)
-}
-
-fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    // Accepted sockets inherit TCP_NODELAY on Linux: one setsockopt here instead of one
-    // per connection. Small responses must not wait for Nagle's algorithm.
-    socket.set_nodelay(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket
-        .bind(&addr.into())
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
 }
 
 /// Tells the main thread a worker ended, however it ended (a panic unwinds through here).
 struct ExitGuard {
     id: usize,
-    tx: mpsc::Sender<usize>,
+    tx: mpsc::Sender<Event>,
 }
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let _ = self.tx.send(self.id);
+        let _ = self.tx.send(Event::WorkerExited {
+            id: self.id,
+            panicked: std::thread::panicking(),
+        });
     }
 }
 
 impl Running {
-    /// The bound listen addresses, with `:0` ports resolved.
+    /// The bound listen addresses at start, with `:0` ports resolved.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.addrs.clone()
+        self.addrs.iter().map(|(_, a, _)| *a).collect()
+    }
+
+    /// `(configured, bound, note)` for each listen address at start, for the log.
+    pub fn listeners(&self) -> &[(String, SocketAddr, &'static str)] {
+        &self.addrs
     }
 
     /// The driver each worker runs on.
@@ -151,31 +204,78 @@ impl Running {
         &self.bus
     }
 
-    /// Blocks until some worker exits; returns its index. A live proxy never returns.
-    pub fn wait_for_exit(&self) -> usize {
-        self.exits.recv().unwrap_or(usize::MAX)
+    /// Reloads the config file at `path` (what SIGHUP does); the result is also logged.
+    pub fn reload_file(&self, path: PathBuf) -> Result<Reloaded, ReloadError> {
+        self.reload(Source::File(path))
     }
 
-    /// Stops every worker and waits for their threads.
+    /// Runs `config` as the next generation, as a reload of a file would.
+    pub fn reload_config(&self, config: Config) -> Result<Reloaded, ReloadError> {
+        self.reload(Source::Config(Box::new(config)))
+    }
+
+    fn reload(&self, source: Source) -> Result<Reloaded, ReloadError> {
+        let r = self.control.reload(source)?;
+        self.shutdown_timeout.set(r.shutdown_timeout);
+        Ok(r)
+    }
+
+    /// Where workers and signals report to the main thread.
+    pub fn event_sender(&self) -> mpsc::Sender<Event> {
+        self.events_tx.clone()
+    }
+
+    /// Waits for the next event.
+    pub fn next_event(&self) -> Event {
+        // The sender half lives in `self`, so the channel never disconnects.
+        self.events.recv().unwrap_or(Event::WorkerExited {
+            id: usize::MAX,
+            panicked: false,
+        })
+    }
+
+    /// Graceful drain: stop accepting at once, let in-flight requests finish (kept-alive
+    /// connections answer `Connection: close`, idle ones close), and wait until every
+    /// connection is done or `[server] shutdown_timeout` passed. Returns how many
+    /// connections were cut.
+    pub fn drain(self) -> u32 {
+        let timeout = self.shutdown_timeout.get();
+        self.drain_within(timeout)
+    }
+
+    /// [`Running::drain`] with its own limit.
+    pub fn drain_within(mut self, timeout: Duration) -> u32 {
+        self.stop(Instant::now() + timeout)
+    }
+
+    /// The drain limit of the config in force.
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout.get()
+    }
+
+    /// Stops every worker at once (open connections are cut) and waits for them.
     pub fn shutdown(mut self) {
-        self.stop();
+        self.stop(Instant::now());
     }
 
-    fn stop(&mut self) {
+    fn stop(&mut self, deadline: Instant) -> u32 {
         if self.threads.is_empty() {
-            return;
+            return 0;
         }
-        self.bus.broadcast(Update::Shutdown);
+        self.bus.broadcast(Update::Drain { deadline });
+        let mut cut = 0;
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            // A worker that panicked has no count to give; its connections are gone.
+            cut += t.join().unwrap_or(0);
         }
         self.control.stop();
         info!("stopped");
+        cut
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.stop();
+        self.stop(Instant::now());
     }
 }

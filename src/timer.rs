@@ -4,14 +4,21 @@
 //! monoio's `Sleep` is 640 bytes, which would be most of what an idle keep-alive
 //! connection costs, and each one is a timer-wheel insert and remove. These waits need
 //! no precision (their timeouts are seconds), so they register `(deadline, waker)` in
-//! this worker-owned slab instead, and the worker's tick (every 50 ms) wakes the
+//! this worker-owned slab instead, and the worker's tick (every [`TICK`]) wakes the
 //! expired ones. Owned by one worker; nothing here is shared between threads.
+//!
+//! Waits for a connection's *next* request are marked idle: a graceful drain ends them
+//! all at once ([`Timers::close_idle`]) while waits inside a request run their course.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often a worker wakes expired waits, drains its inbox and refreshes its coarse
+/// clock: the grain of every timeout on the request path.
+pub const TICK: Duration = Duration::from_millis(50);
 
 /// Waits per storage chunk. Fixed chunks instead of one growing `Vec`: growth by
 /// doubling leaves the old copies resident, which showed as bytes per idle connection.
@@ -25,6 +32,8 @@ pub struct Timers {
     chunks: RefCell<Vec<Box<[Slot; CHUNK]>>>,
     free: RefCell<Vec<u32>>,
     now: Cell<Option<Instant>>,
+    /// Set by [`Timers::close_idle`]: every idle wait counts as expired.
+    closing: Cell<bool>,
 }
 
 impl Timers {
@@ -40,14 +49,26 @@ impl Timers {
         }
     }
 
-    fn expired(&self, at: Instant) -> bool {
-        self.now.get().is_some_and(|now| now >= at)
+    fn expired(&self, at: Instant, idle: bool) -> bool {
+        (idle && self.closing.get()) || self.now.get().is_some_and(|now| now >= at)
     }
 
-    fn register(&self, slot: &mut Option<u32>, at: Instant, waker: &Waker) {
+    /// Ends every idle wait, now and from now on: a draining worker closes the
+    /// connections that wait for a next request. Other waits are woken too (they
+    /// re-register: a spurious wake costs one poll).
+    pub fn close_idle(&self) {
+        self.closing.set(true);
+        for chunk in self.chunks.borrow().iter() {
+            for (_, waker) in chunk.iter().flatten() {
+                waker.wake_by_ref();
+            }
+        }
+    }
+
+    fn register(&self, slot: &mut u32, at: Instant, waker: &Waker) {
         let mut chunks = self.chunks.borrow_mut();
         match *slot {
-            Some(i) => {
+            i if i != NO_SLOT => {
                 let i = i as usize;
                 if let Some((_, w)) = &mut chunks[i / CHUNK][i % CHUNK] {
                     if !w.will_wake(waker) {
@@ -55,7 +76,7 @@ impl Timers {
                     }
                 }
             }
-            None => {
+            _ => {
                 let mut free = self.free.borrow_mut();
                 if free.is_empty() {
                     let base = (chunks.len() * CHUNK) as u32;
@@ -65,7 +86,7 @@ impl Timers {
                 }
                 let i = free.pop().expect("a free slot was just added");
                 chunks[i as usize / CHUNK][i as usize % CHUNK] = Some((at, waker.clone()));
-                *slot = Some(i);
+                *slot = i;
             }
         }
     }
@@ -90,17 +111,35 @@ impl Timers {
             fut,
             at,
             timers: self,
-            slot: None,
+            slot: NO_SLOT,
+            idle: false,
+        }
+    }
+
+    /// As [`Timers::timeout_at`], for a wait between requests: it also ends (`None`)
+    /// once [`Timers::close_idle`] was called.
+    pub fn idle_until<F: Future>(&self, at: Instant, fut: F) -> Timeout<'_, F> {
+        Timeout {
+            fut,
+            at,
+            timers: self,
+            slot: NO_SLOT,
+            idle: true,
         }
     }
 }
 
-/// The future of [`Timers::timeout_at`].
+/// `Timeout::slot` when the wait is not registered. A sentinel instead of an `Option`:
+/// with the `idle` flag this keeps the future the size it had without it.
+const NO_SLOT: u32 = u32::MAX;
+
+/// The future of [`Timers::timeout_at`] and [`Timers::idle_until`].
 pub struct Timeout<'a, F> {
     fut: F,
     at: Instant,
     timers: &'a Timers,
-    slot: Option<u32>,
+    slot: u32,
+    idle: bool,
 }
 
 impl<F: Future> Future for Timeout<'_, F> {
@@ -114,7 +153,7 @@ impl<F: Future> Future for Timeout<'_, F> {
         if let Poll::Ready(out) = fut.poll(cx) {
             return Poll::Ready(Some(out));
         }
-        if this.timers.expired(this.at) {
+        if this.timers.expired(this.at, this.idle) {
             return Poll::Ready(None);
         }
         this.timers.register(&mut this.slot, this.at, cx.waker());
@@ -124,8 +163,9 @@ impl<F: Future> Future for Timeout<'_, F> {
 
 impl<F> Drop for Timeout<'_, F> {
     fn drop(&mut self) {
-        if let Some(i) = self.slot.take() {
-            self.timers.unregister(i);
+        let slot = std::mem::replace(&mut self.slot, NO_SLOT);
+        if slot != NO_SLOT {
+            self.timers.unregister(slot);
         }
     }
 }
@@ -166,5 +206,26 @@ mod tests {
             "ready wins"
         );
         ticker.await;
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn closing_ends_idle_waits_only() {
+        let timers = std::rc::Rc::new(Timers::default());
+        let far = Instant::now() + Duration::from_secs(3600);
+        let t = timers.clone();
+        let closer = monoio::spawn(async move {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+            t.close_idle();
+        });
+        let idle = timers.idle_until(far, std::future::pending::<()>());
+        assert_eq!(idle.await, None, "an idle wait ends at close_idle");
+        closer.await;
+        let busy = timers.timeout_at(far, async { 1 });
+        assert_eq!(busy.await, Some(1), "other waits are unaffected");
+        assert_eq!(
+            timers.idle_until(far, std::future::pending::<()>()).await,
+            None,
+            "and later idle waits end at once"
+        );
     }
 }

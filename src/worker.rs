@@ -1,30 +1,23 @@
-//! One worker: a pinned thread running its own monoio runtime, accepting on its own
-//! SO_REUSEPORT listeners and serving connections with the proxy.
-//!
-//! Everything a worker owns is `!Send` (`Rc`, `Cell`, `RefCell`); only the
-//! `Arc<Config>`, its listeners (moved in once) and bus updates cross threads.
+//! One worker thread: its monoio runtime (io_uring, or epoll where io_uring is not
+//! available), its accept loops on its own SO_REUSEPORT listeners, and the tick loop
+//! that advances its clock and applies what the bus brings (config snapshots, health,
+//! listener changes, drain). The per-core state the connections share is the `Shard`.
 
-use crate::balance::Balancer;
-use crate::buf::BufPool;
 use crate::bus::{Bus, Inbox, Update};
-use crate::config::Config;
-use crate::health::Health;
-use crate::pool::Pool;
-use crate::retry::Budget;
-use crate::route::Router;
-use crate::timer::Timers;
-use crate::{error, info, proxy, warn};
+use crate::client::{ClientStream, ConnFacts, ListenerInfo, Scheme};
+use crate::proxy::{self, Counted};
+use crate::shard::Shard;
+use crate::snapshot::Snapshot;
+use crate::timer::TICK;
+use crate::{error, info, warn};
+use monoio::io::Canceller;
 use monoio::net::TcpListener;
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-/// How often a worker drains its inbox and refreshes its coarse clock.
-pub const TICK: Duration = Duration::from_millis(50);
-/// Free client buffer sets kept per worker (8 KiB each): enough for bursts of new
-/// connections without holding much memory after them.
-const MAX_FREE_BUFFERS: usize = 1024;
 /// Idle upstream connections are swept every this many ticks.
 const SWEEP_EVERY: u32 = 20;
 
@@ -33,86 +26,57 @@ const SWEEP_EVERY: u32 = 20;
 pub enum Driver {
     /// Linux io_uring (the fast path).
     IoUring,
-    /// epoll, when io_uring is unavailable (old kernel, seccomp).
-    Legacy,
-}
-
-/// State shared by every connection task of one worker.
-#[derive(Debug)]
-pub struct Worker {
-    /// Worker index, 0-based.
-    pub id: usize,
-    /// The running configuration.
-    pub config: Arc<Config>,
-    /// Broadcast to every worker (mark-downs).
-    pub bus: Bus,
-    /// Which servers may be picked.
-    pub health: Health,
-    /// Which upstream group a request goes to.
-    pub router: Router,
-    /// Round-robin cursors.
-    pub balancer: Balancer,
-    /// Coarse timers (one tick of grain) for the per-request waits and idle connections.
-    pub timers: Timers,
-    /// Free client connection buffers.
-    pub buffers: BufPool,
-    /// Retry budget per upstream group.
-    pub budgets: Vec<Budget>,
-    /// Idle upstream connections.
-    pub pool: Pool,
-    /// Unique per worker run: the first half of generated request ids.
-    pub id_prefix: u64,
-    /// Requests given an id so far: the second half.
-    pub id_seq: Cell<u64>,
-    /// Coarse clock, refreshed every tick: pool ages and mark-downs need no better.
-    pub now: Cell<Instant>,
-    /// Ticks so far (wrapping): a 4-byte timestamp for per-connection state.
-    pub ticks: Cell<u32>,
+    /// epoll: io_uring is unavailable (old kernel, seccomp), or `forced` by
+    /// `RINGWAY_DRIVER=legacy`.
+    Legacy {
+        /// Chosen by the environment, not for lack of io_uring.
+        forced: bool,
+    },
 }
 
 /// Everything a worker thread needs to start.
+#[derive(Debug)]
 pub struct Startup {
     /// Worker index.
     pub id: usize,
-    /// The configuration.
-    pub config: Arc<Config>,
+    /// The config generation to start with.
+    pub snapshot: Arc<Snapshot>,
     /// This worker's listeners, one per listen address, already bound.
     pub listeners: Vec<std::net::TcpListener>,
     /// This worker's end of the bus.
     pub inbox: Inbox,
-    /// The whole bus, to broadcast from.
+    /// The whole bus, to report from.
     pub bus: Bus,
     /// Told which driver runs once the runtime is up (or the error if none could start).
     pub ready: mpsc::Sender<Result<Driver, String>>,
 }
 
-/// Runs a worker on the current thread until shutdown.
-pub fn run(start: Startup) {
-    let forced_legacy = std::env::var("RINGWAY_DRIVER").is_ok_and(|v| v == "legacy");
-    if !forced_legacy && monoio::utils::detect_uring() {
+/// Runs a worker on the current thread until it has drained; returns how many client
+/// connections were still open at the drain deadline (and so were cut).
+pub fn run(start: Startup) -> u32 {
+    let forced = std::env::var("RINGWAY_DRIVER").is_ok_and(|v| v == "legacy");
+    if !forced && monoio::utils::detect_uring() {
         match uring_runtime() {
             Ok(mut rt) => {
                 let _ = start.ready.send(Ok(Driver::IoUring));
-                rt.block_on(serve(start));
-                return;
+                return rt.block_on(serve(start));
             }
             Err(e) => warn!("io_uring runtime failed to start ({e}); falling back to epoll"),
         }
-    } else if !forced_legacy {
-        warn!("io_uring is unavailable here (old kernel or blocked by seccomp); using the slower epoll driver");
     }
     match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
         .enable_timer()
         .build()
     {
         Ok(mut rt) => {
-            let _ = start.ready.send(Ok(Driver::Legacy));
-            rt.block_on(serve(start));
+            let _ = start.ready.send(Ok(Driver::Legacy { forced }));
+            rt.block_on(serve(start))
         }
         Err(e) => {
             let _ = start
                 .ready
                 .send(Err(format!("cannot start any runtime: {e}")));
+            0
         }
     }
 }
@@ -141,104 +105,153 @@ fn uring_runtime() -> std::io::Result<UringRuntime> {
         .or_else(|_| build(|b| b))
 }
 
-async fn serve(start: Startup) {
+/// An accept loop that can be stopped: its listener closes when the loop ends, and
+/// connections it accepted carry on.
+struct Accepting {
+    addr: SocketAddr,
+    canceller: Canceller,
+    stopped: Rc<Cell<bool>>,
+}
+
+/// This worker's accept loops.
+#[derive(Default)]
+struct Listeners {
+    loops: Vec<Accepting>,
+}
+
+impl Listeners {
+    /// Starts accepting on `listener`.
+    fn add(&mut self, shard: &Rc<Shard>, listener: std::net::TcpListener) -> std::io::Result<()> {
+        let addr = listener.local_addr()?;
+        let listener = TcpListener::from_std(listener)?;
+        let accepting = Accepting {
+            addr,
+            canceller: Canceller::new(),
+            stopped: Rc::new(Cell::new(false)),
+        };
+        let info = Rc::new(ListenerInfo {
+            addr,
+            scheme: Scheme::Http,
+        });
+        let (handle, stopped) = (accepting.canceller.handle(), accepting.stopped.clone());
+        monoio::spawn(accept_loop(shard.clone(), listener, info, handle, stopped));
+        self.loops.push(accepting);
+        Ok(())
+    }
+
+    /// Stops accepting on `addr` (connections accepted there carry on).
+    fn remove(&mut self, addr: SocketAddr) {
+        while let Some(i) = self.loops.iter().position(|a| a.addr == addr) {
+            stop(self.loops.swap_remove(i));
+        }
+    }
+
+    /// Stops every accept loop.
+    fn close_all(&mut self) {
+        for a in self.loops.drain(..) {
+            stop(a);
+        }
+    }
+}
+
+fn stop(a: Accepting) {
+    a.stopped.set(true);
+    // The in-flight accept is called off, not dropped: an accept that completes anyway
+    // still hands over its connection (dropping it would leak the descriptor).
+    drop(a.canceller.cancel());
+}
+
+async fn serve(start: Startup) -> u32 {
     let Startup {
         id,
-        config,
+        snapshot,
         listeners,
         inbox,
         bus,
         ..
     } = start;
-    let worker = Rc::new(Worker {
-        id,
-        health: Health::new(&config),
-        balancer: Balancer::new(&config, id),
-        router: Router::new(&config),
-        pool: Pool::new(config.servers.len()),
-        buffers: BufPool::new(proxy::CLIENT_BUF, MAX_FREE_BUFFERS),
-        timers: Timers::default(),
-        budgets: config
-            .upstreams
-            .iter()
-            .map(|u| Budget::new(u.retry_budget, Instant::now()))
-            .collect(),
-        now: Cell::new(Instant::now()),
-        ticks: Cell::new(0),
-        id_prefix: id_prefix(id),
-        id_seq: Cell::new(0),
-        config,
-        bus,
-    });
+    let shard = Rc::new(Shard::new(id, bus, snapshot));
+    let mut accepting = Listeners::default();
     for listener in listeners {
-        match TcpListener::from_std(listener) {
-            Ok(l) => {
-                monoio::spawn(accept_loop(worker.clone(), l));
-            }
-            Err(e) => {
-                error!("worker {id}: cannot register listener: {e}");
-                return;
-            }
+        if let Err(e) = accepting.add(&shard, listener) {
+            error!("worker {id}: cannot register listener: {e}");
+            return 0;
         }
     }
+    let mut deadline: Option<Instant> = None;
     loop {
         monoio::time::sleep(TICK).await;
-        let now = Instant::now();
-        worker.now.set(now);
-        let ticks = worker.ticks.get().wrapping_add(1);
-        worker.ticks.set(ticks);
-        worker.timers.tick(now);
+        shard.tick(Instant::now(), SWEEP_EVERY);
         while let Some(update) = inbox.try_next() {
-            match update {
-                Update::ServerDown { server, down } => worker.health.apply_down(server, down),
-                Update::Health { server, up } => {
-                    if worker.health.apply_active(server, up) {
-                        worker.balancer.ramp_up(server, now);
-                    }
-                }
-                Update::Shutdown => return,
+            apply(&shard, &mut accepting, &mut deadline, update);
+        }
+        if let Some(d) = deadline {
+            let open = shard.open_conns();
+            if open == 0 || Instant::now() >= d {
+                return open;
             }
         }
-        if ticks.is_multiple_of(SWEEP_EVERY) {
-            let cfg = &worker.config;
-            worker.pool.sweep(now, |s| {
-                cfg.upstreams[cfg.servers[s].upstream].keepalive_timeout
-            });
+    }
+}
+
+/// Applies one bus update on this worker.
+fn apply(
+    shard: &Rc<Shard>,
+    accepting: &mut Listeners,
+    deadline: &mut Option<Instant>,
+    update: Update,
+) {
+    match update {
+        Update::Snapshot(snap) => shard.install(snap),
+        Update::ServerDown {
+            generation,
+            server,
+            down,
+        } => shard.apply_down(server, generation, down),
+        Update::Health {
+            generation,
+            server,
+            up,
+        } => shard.apply_active(server, generation, up),
+        Update::Listen { add, remove } => {
+            for addr in remove.iter() {
+                accepting.remove(*addr);
+            }
+            for listener in add.take(shard.id()) {
+                if let Err(e) = accepting.add(shard, listener) {
+                    error!("worker {}: cannot register a new listener: {e}", shard.id());
+                }
+            }
+        }
+        Update::Drain { deadline: d } => {
+            accepting.close_all();
+            shard.start_drain();
+            *deadline = Some(d);
         }
     }
 }
 
-/// A per-run prefix for request ids: time, process and worker mixed, so ids from
-/// different workers, restarts and machines do not collide in practice.
-fn id_prefix(worker: usize) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut seed = Vec::with_capacity(24);
-    seed.extend_from_slice(&nanos.to_le_bytes());
-    seed.extend_from_slice(&u64::from(std::process::id()).to_le_bytes());
-    seed.extend_from_slice(&(worker as u64).to_le_bytes());
-    crate::balance::hash_bytes(&seed)
-}
-
-impl Worker {
-    /// The next generated request id.
-    pub fn next_request_id(&self) -> crate::proxy::RequestId {
-        let seq = self.id_seq.get().wrapping_add(1);
-        self.id_seq.set(seq);
-        crate::proxy::RequestId::generate(self.id_prefix, seq)
-    }
-}
-
-async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    info: Rc<ListenerInfo>,
+    cancel: monoio::io::CancelHandle,
+    stopped: Rc<Cell<bool>>,
+) {
     let mut last_error: Option<std::io::ErrorKind> = None;
-    loop {
-        match listener.accept().await {
+    while !stopped.get() {
+        match listener.cancelable_accept(cancel.clone()).await {
             Ok((stream, peer)) => {
                 last_error = None;
-                // TCP_NODELAY is inherited from the listener (see server::bind).
-                monoio::spawn(proxy::serve(worker.clone(), stream, peer));
+                // TCP_NODELAY is inherited from the listener (see `listen`).
+                let facts = ConnFacts {
+                    peer,
+                    listener: info.clone(),
+                };
+                let conn = Counted::new(shard.clone());
+                monoio::spawn(proxy::serve(conn, ClientStream::Plain(stream), facts));
             }
+            Err(_) if stopped.get() => break,
             Err(e) => {
                 // EMFILE and friends: log once per streak, back off so we do not spin.
                 if last_error != Some(e.kind()) {
@@ -251,14 +264,21 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
     }
 }
 
-/// Logs which driver each worker uses; called once all have reported.
+/// Logs which driver the workers use; called once all have reported.
 pub fn log_drivers(drivers: &[Driver]) {
     let uring = drivers.iter().filter(|d| **d == Driver::IoUring).count();
+    let forced = drivers.contains(&Driver::Legacy { forced: true });
     if uring == drivers.len() {
         info!("{} workers on the io_uring driver", drivers.len());
+    } else if forced {
+        info!(
+            "{} of {} workers on the epoll driver (forced by RINGWAY_DRIVER=legacy)",
+            drivers.len() - uring,
+            drivers.len()
+        );
     } else {
         warn!(
-            "{} of {} workers on the legacy epoll driver (io_uring unavailable)",
+            "{} of {} workers on the slower epoll driver: io_uring is unavailable here (old kernel, or blocked by seccomp as in Docker's default profile)",
             drivers.len() - uring,
             drivers.len()
         );

@@ -1,16 +1,17 @@
 //! Configuration: `config.toml` parsed into `RawConfig`, then validated into `Config`.
 //!
-//! `Config` is immutable once built and shared read-only (`Arc`) by every worker.
-//! Every upstream server gets a small stable id (its index in `Config::servers`) so
-//! per-worker state is a plain `Vec` indexed by id and bus messages carry ids.
+//! `Config` is plain data, immutable once built. It does not decide identity or
+//! derived tables: `snapshot` turns it into what workers run (server ids, the route
+//! index, balancer rings), on the control thread, so a reload can swap it whole.
+//! Runs on whichever thread loads a file: the main thread at start, the control thread
+//! on reload; nothing here is on the request path.
 
-pub mod headers;
 mod raw;
 pub mod routes;
 pub mod units;
 pub mod upstream;
 
-pub use headers::{HeaderEdits, Template, Var};
+pub use crate::http::edits::{HeaderEdits, Template, Var};
 pub use routes::{HostMatch, PathMatch, Route, ValueMatch};
 pub use upstream::{Balance, HashKey, HealthCheck, RetryOn, Server, Upstream};
 
@@ -21,10 +22,8 @@ use std::path::Path;
 use std::time::Duration;
 use toml::Spanned;
 
-/// Index of an upstream group in `Config::upstreams`.
+/// Index of an upstream group in `Config::upstreams` (and in the snapshot built from it).
 pub type UpstreamId = usize;
-/// Index of a server in `Config::servers`, stable for the life of a `Config`.
-pub type ServerId = usize;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -33,21 +32,39 @@ pub struct Config {
     pub origin: String,
     /// `[server]`: listeners, workers, client-side limits and timeouts.
     pub server: ServerConfig,
-    /// Upstream groups, indexed by `UpstreamId`.
+    /// Upstream groups in name order, indexed by `UpstreamId`; each owns its servers.
     pub upstreams: Vec<Upstream>,
-    /// Every server of every group, indexed by `ServerId`.
-    pub servers: Vec<Server>,
     /// Routes, in file order: the first that matches wins.
     pub routes: Vec<Route>,
     /// Some header edit uses `$request_id`: every request then gets an `X-Request-Id`.
     pub request_ids: bool,
 }
 
+/// One `listen` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    /// The address as configured (port 0: any free port, chosen at bind).
+    pub addr: SocketAddr,
+    /// Written as `:port`: all interfaces, IPv6 and IPv4 on one dual-stack socket
+    /// (IPv4 only where the host has no IPv6). `addr` is then `[::]:port`.
+    pub all_interfaces: bool,
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.all_interfaces {
+            write!(f, ":{}", self.addr.port())
+        } else {
+            write!(f, "{}", self.addr)
+        }
+    }
+}
+
 /// Client-side settings from `[server]`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Addresses to listen on; each worker binds its own SO_REUSEPORT socket on each.
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Listen>,
     /// Number of worker threads (one runtime each, pinned to a core).
     pub workers: usize,
     /// The whole request head must arrive within this (slowloris defence).
@@ -68,6 +85,8 @@ pub struct ServerConfig {
     pub request_headers: HeaderEdits,
     /// Edits to every response's headers (before a route's own).
     pub response_headers: HeaderEdits,
+    /// Graceful drain limit: after SIGTERM, connections still open after this are cut.
+    pub shutdown_timeout: Duration,
 }
 
 /// Why a config was rejected; every variant names the file and, where it can, the key and line.
@@ -147,9 +166,22 @@ impl Config {
             listen.join(", "),
             self.server.workers,
             self.upstreams.len(),
-            self.servers.len(),
+            self.server_count(),
             self.routes.len()
         )
+    }
+
+    /// Servers over all groups.
+    pub fn server_count(&self) -> usize {
+        self.upstreams.iter().map(|u| u.servers.len()).sum()
+    }
+
+    /// The group named `name`.
+    pub fn upstream(&self, name: &str) -> Option<(UpstreamId, &Upstream)> {
+        self.upstreams
+            .iter()
+            .enumerate()
+            .find(|(_, u)| u.name == name)
     }
 }
 
@@ -230,7 +262,7 @@ impl Validator<'_> {
             None => Ok(HeaderEdits::default()),
             Some(e) => {
                 let span = e.span();
-                HeaderEdits::from_raw(e.into_inner(), response)
+                header_edits(e.into_inner(), response)
                     .or_else(|(sub, m)| self.err(span, format!("{key}.{sub}"), m))
             }
         }
@@ -277,20 +309,29 @@ impl Validator<'_> {
                 "needs at least one address".into(),
             );
         }
-        let mut listen = Vec::new();
+        let mut listen: Vec<Listen> = Vec::new();
         for a in &listen_strs {
-            let addr = match resolve(a) {
-                Ok(addr) => addr,
-                Err(m) => return self.err(listen_span, "server.listen".into(), m),
+            let entry = match resolve(a) {
+                Ok(addr) => Listen {
+                    addr,
+                    all_interfaces: false,
+                },
+                Err(m) => match all_interfaces(a) {
+                    Some(addr) => Listen {
+                        addr,
+                        all_interfaces: true,
+                    },
+                    None => return self.err(listen_span, "server.listen".into(), m),
+                },
             };
-            if listen.contains(&addr) && addr.port() != 0 {
+            if listen.iter().any(|l| l.addr == entry.addr) && entry.addr.port() != 0 {
                 return self.err(
                     listen_span,
                     "server.listen".into(),
                     format!("`{a}` is listed twice"),
                 );
             }
-            listen.push(addr);
+            listen.push(entry);
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers = match &s.workers {
@@ -339,13 +380,12 @@ impl Validator<'_> {
             },
             request_headers: self.edits(s.request_headers, "server.request_headers", false)?,
             response_headers: self.edits(s.response_headers, "server.response_headers", true)?,
+            shutdown_timeout: s.shutdown_timeout.0,
         };
 
         let mut upstreams = Vec::new();
-        let mut servers = Vec::new();
         for (name, up) in raw.upstreams {
-            let id = upstreams.len();
-            upstreams.push(self.upstream(name, up.into_inner(), id, &mut servers)?);
+            upstreams.push(self.upstream(name, up.into_inner())?);
         }
 
         if raw.routes.is_empty() {
@@ -369,24 +409,45 @@ impl Validator<'_> {
             origin: self.origin.to_string(),
             server,
             upstreams,
-            servers,
             routes,
             request_ids,
         })
     }
 }
 
-/// Parses `ip:port`, `:port` (all interfaces) or `host:port` (resolved once, now).
+/// Validates raw header edits; the error is `(sub-key, message)`.
+fn header_edits(raw: raw::RawHeaderEdits, response: bool) -> Result<HeaderEdits, (String, String)> {
+    use crate::http::edits::check_name;
+    let mut edits = HeaderEdits::default();
+    for (kind, map, out) in [
+        ("set", raw.set, &mut edits.set),
+        ("add", raw.add, &mut edits.add),
+    ] {
+        for (name, value) in map {
+            check_name(&name).map_err(|m| (kind.to_string(), m))?;
+            let t = Template::parse(&value, response).map_err(|m| (format!("{kind}.{name}"), m))?;
+            out.push((name, t));
+        }
+    }
+    for name in raw.remove {
+        check_name(&name).map_err(|m| ("remove".to_string(), m))?;
+        edits.remove.push(name);
+    }
+    Ok(edits)
+}
+
+/// `:port`: every interface, as the IPv6 wildcard (bound dual-stack).
+fn all_interfaces(text: &str) -> Option<SocketAddr> {
+    let port = text.strip_prefix(':')?.parse::<u16>().ok()?;
+    Some(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)))
+}
+
+/// Parses `ip:port` or `host:port` (resolved once, now).
 fn resolve(text: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = text.parse::<SocketAddr>() {
         return Ok(a);
     }
-    if let Some(port) = text.strip_prefix(':') {
-        if let Ok(p) = port.parse::<u16>() {
-            return Ok(SocketAddr::from(([0, 0, 0, 0], p)));
-        }
-    }
-    if !text.contains(':') {
+    if !text.contains(':') || text.starts_with(':') {
         return Err(format!(
             "`{text}` is not an address: expected host:port, e.g. 127.0.0.1:9001"
         ));
@@ -428,15 +489,17 @@ upstream = "api"
         let c = Config::parse(GOOD, "test.toml").unwrap();
         assert_eq!(c.server.workers, 2);
         assert_eq!(c.server.max_header_bytes, 16384);
-        assert_eq!(c.servers.len(), 3);
+        assert_eq!(c.server_count(), 3);
+        let (_, web) = c.upstream("web").unwrap();
         assert_eq!(
-            c.servers
+            web.servers
                 .iter()
                 .find(|s| s.addr.port() == 9002)
                 .unwrap()
                 .weight,
             3
         );
+        assert_eq!(c.server.shutdown_timeout, Duration::from_secs(30));
         assert!(
             matches!(&c.routes[1].path, PathMatch::Prefix(p) if p == "/api"),
             "file order is kept"
@@ -486,6 +549,20 @@ upstream = "api"
         assert!(e.contains(":3") && e.contains("fortnights"), "{e}");
         let e = err("[server]\nlisten = \"127.0.0.1\"\n");
         assert!(e.contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn a_bare_port_listens_on_every_interface_dual_stack() {
+        let c = Config::parse(
+            "[server]\nlisten = [\":8080\", \"127.0.0.1:9\"]\n[upstreams.w]\nservers=[\"127.0.0.1:1\"]\n[[routes]]\nupstream=\"w\"\n",
+            "t",
+        )
+        .unwrap();
+        let l = &c.server.listen;
+        assert_eq!(l[0].addr, "[::]:8080".parse().unwrap());
+        assert!(l[0].all_interfaces);
+        assert_eq!(l[0].to_string(), ":8080");
+        assert!(!l[1].all_interfaces);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `RawConfig`: config.toml exactly as written, with serde defaults in one place.
 //!
-//! Nothing here is trusted yet; `Config::from_raw` turns it into typed, checked values.
+//! Nothing here is trusted yet; `Config::parse` validates it into typed, checked values.
 
 use super::units::{Dur, Size};
 use serde::Deserialize;
@@ -51,6 +51,8 @@ pub struct RawServer {
     pub request_headers: Option<Spanned<RawHeaderEdits>>,
     pub response_headers: Option<Spanned<RawHeaderEdits>>,
     pub error_format: Option<Spanned<String>>,
+    #[serde(default = "d_30s")]
+    pub shutdown_timeout: Dur,
 }
 
 impl Default for RawServer {
@@ -67,6 +69,7 @@ impl Default for RawServer {
             request_headers: None,
             response_headers: None,
             error_format: None,
+            shutdown_timeout: d_30s(),
         }
     }
 }
@@ -250,6 +253,9 @@ fn d_3s() -> Dur {
 }
 fn d_10s() -> Dur {
     Dur(std::time::Duration::from_secs(10))
+}
+fn d_30s() -> Dur {
+    Dur(std::time::Duration::from_secs(30))
 }
 fn d_60s() -> Dur {
     Dur(std::time::Duration::from_secs(60))

@@ -3,8 +3,8 @@
 //! Matching itself lives in `crate::route`; this module only turns what was written
 //! into typed, checked values (a bad regex or host is reported with its key and line).
 
-use super::headers::HeaderEdits;
 use super::raw::{OneOrMany, RawRoute};
+use super::HeaderEdits;
 use super::{ConfigError, Upstream, UpstreamId, Validator};
 
 /// A `host` condition, lowercased, without port.

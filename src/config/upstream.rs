@@ -4,7 +4,7 @@
 #[cfg(test)]
 use super::raw::StatusItem;
 use super::raw::{RawHealth, RawServerEntry, RawUpstream, StatusSpec};
-use super::{resolve, ConfigError, ServerId, UpstreamId, Validator};
+use super::{resolve, ConfigError, Validator};
 use std::net::SocketAddr;
 use std::time::Duration;
 use toml::Spanned;
@@ -97,8 +97,8 @@ impl HashKey {
 pub struct Upstream {
     /// The group's name as written in the config.
     pub name: String,
-    /// The group's servers, as ids into `Config::servers`; never empty.
-    pub servers: Vec<ServerId>,
+    /// The group's servers in file order; never empty, never all `backup`.
+    pub servers: Vec<Server>,
     /// How a server is picked.
     pub balance: Balance,
     /// What `consistent_hash` hashes (`None` for the other policies).
@@ -169,7 +169,7 @@ impl RetryOn {
 }
 
 /// `[upstreams.NAME.health]`: periodic HTTP checks run once per process.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     /// Path requested with GET.
     pub path: String,
@@ -199,10 +199,8 @@ impl HealthCheck {
 }
 
 /// One upstream server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
-    /// The group this server belongs to.
-    pub upstream: UpstreamId,
     /// Where to connect.
     pub addr: SocketAddr,
     /// Relative weight (used by weighted policies).
@@ -214,14 +212,8 @@ pub struct Server {
 }
 
 impl Validator<'_> {
-    /// Validates one `[upstreams.NAME]` table; its servers are appended to `servers`.
-    pub(super) fn upstream(
-        &self,
-        name: String,
-        up: RawUpstream,
-        id: usize,
-        servers: &mut Vec<Server>,
-    ) -> Result<Upstream, ConfigError> {
+    /// Validates one `[upstreams.NAME]` table.
+    pub(super) fn upstream(&self, name: String, up: RawUpstream) -> Result<Upstream, ConfigError> {
         let key = |k: &str| format!("upstreams.{name}.{k}");
         let name_of = up.balance.get_ref().as_str();
         let Some(&(_, balance)) = Balance::ALL.iter().find(|(n, _)| *n == name_of) else {
@@ -256,7 +248,7 @@ impl Validator<'_> {
                 "needs at least one server".into(),
             );
         }
-        let mut ids = Vec::new();
+        let mut servers: Vec<Server> = Vec::new();
         for entry in list {
             let span = entry.span();
             let (addr, weight, max_connections, backup) = match entry.into_inner() {
@@ -286,16 +278,17 @@ impl Validator<'_> {
                     )
                 }
             };
-            ids.push(servers.len());
+            if servers.iter().any(|s| s.addr == addr) {
+                return self.err(span, key("servers"), format!("`{addr}` is listed twice"));
+            }
             servers.push(Server {
-                upstream: id,
                 addr,
                 weight: weight as u32,
                 max_connections,
                 backup,
             });
         }
-        if ids.iter().all(|&s| servers[s].backup) {
+        if servers.iter().all(|s| s.backup) {
             return self.err(
                 list_span,
                 key("servers"),
@@ -410,7 +403,7 @@ impl Validator<'_> {
         Ok(Upstream {
             balance,
             hash_key,
-            servers: ids,
+            servers,
             connect_timeout: up.connect_timeout.0,
             response_header_timeout: up.response_header_timeout.0,
             read_timeout: up.read_timeout.0,

@@ -1,14 +1,21 @@
 //! HTTP/1.1 on bytes, no I/O: request and response heads, body framing, chunked coding,
-//! hop-by-hop rules and the head rewrites a proxy does.
+//! hop-by-hop rules, the head rewrites a proxy does (with the configured header edits),
+//! request ids and the `Date` value.
 //!
 //! Everything here is synchronous and borrows from the connection's buffer, so it is
 //! unit-tested directly, including heads split at every byte.
 
 pub mod chunked;
+pub mod date;
+pub mod edits;
 pub mod path;
 pub mod request;
+pub mod request_id;
 pub mod response;
 pub mod rewrite;
+
+/// Header slots on the stack per parse; `server.max_headers` is capped to this.
+pub const MAX_HEADER_SLOTS: usize = 512;
 
 /// The HTTP version of a message (only 1.0 and 1.1 exist on this wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

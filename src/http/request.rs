@@ -24,8 +24,11 @@ pub struct Limits {
 pub struct Request<'h, 'b> {
     /// Method token as sent.
     pub method: &'b str,
-    /// Origin-form target (`/path?query`), also for absolute-form requests; `*` for OPTIONS *.
-    pub target: &'b str,
+    /// The target's path (origin-form, also for absolute-form requests, where an empty
+    /// path is `/`); `*` for `OPTIONS *`.
+    pub path: &'b str,
+    /// The target's query with its `?`, or empty.
+    pub query: &'b str,
     /// Request version.
     pub version: Version,
     /// All header fields, in order.
@@ -48,11 +51,6 @@ pub struct Request<'h, 'b> {
 }
 
 impl Request<'_, '_> {
-    /// The path part of the target, without the query.
-    pub fn path(&self) -> &str {
-        self.target.split_once('?').map_or(self.target, |(p, _)| p)
-    }
-
     /// True for HEAD, whose response never has a body.
     pub fn is_head(&self) -> bool {
         self.method == "HEAD"
@@ -232,7 +230,7 @@ fn validate<'h, 'b>(
     if method == "CONNECT" {
         return Err(ProxyError::NotImplemented("CONNECT is not supported"));
     }
-    let (target, authority) = split_target(method, raw_target)?;
+    let (path, query, authority) = split_target(method, raw_target)?;
     let (host, host_from_target) = match authority {
         Some(a) => (a, true),
         None => match host_header {
@@ -257,7 +255,8 @@ fn validate<'h, 'b>(
     };
     Ok(Some(Request {
         method,
-        target,
+        path,
+        query,
         version,
         headers,
         host,
@@ -293,14 +292,22 @@ fn te_with_other_coding(headers: &[httparse::Header<'_>]) -> ProxyError {
     }
 }
 
-/// Splits the request target into an origin-form target and, for absolute-form, its authority.
-fn split_target<'b>(method: &str, raw: &'b str) -> Result<(&'b str, Option<&'b str>), ProxyError> {
+/// Path, query (with its `?`) and, for absolute-form, the authority of a target.
+type Target<'b> = (&'b str, &'b str, Option<&'b str>);
+
+/// Splits the request target into path, query and, for absolute-form, its authority.
+fn split_target<'b>(method: &str, raw: &'b str) -> Result<Target<'b>, ProxyError> {
+    let path_query = |t: &'b str| match t.find('?') {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, ""),
+    };
     if raw.starts_with('/') {
-        return Ok((raw, None));
+        let (path, query) = path_query(raw);
+        return Ok((path, query, None));
     }
     if raw == "*" {
         return if method == "OPTIONS" {
-            Ok((raw, None))
+            Ok((raw, "", None))
         } else {
             Err(ProxyError::BadRequest(
                 "asterisk-form target is only valid for OPTIONS",
@@ -322,15 +329,13 @@ fn split_target<'b>(method: &str, raw: &'b str) -> Result<(&'b str, Option<&'b s
             "invalid authority in request target",
         ));
     }
-    let path = &rest[end..];
-    // `http://host?q` has an empty path: it means `/`, but we cannot prepend without
-    // copying, so only the common forms are accepted.
-    if path.starts_with('?') {
-        return Err(ProxyError::BadRequest(
-            "absolute-form target without a path",
-        ));
-    }
-    Ok((if path.is_empty() { "/" } else { path }, Some(authority)))
+    // `http://host` and `http://host?q` have an empty path, which means `/`.
+    let (path, query) = path_query(&rest[end..]);
+    Ok((
+        if path.is_empty() { "/" } else { path },
+        query,
+        Some(authority),
+    ))
 }
 
 /// `host[:port]` where host is a reg-name, IPv4 address or `[IPv6]`.
@@ -387,7 +392,7 @@ mod tests {
                     r.body,
                     r.keep_alive,
                     r.host.to_string(),
-                    r.target.to_string(),
+                    format!("{}{}", r.path, r.query),
                 )
             })
         })
@@ -524,6 +529,14 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((host.as_str(), target.as_str()), ("h", "/"));
+        let (_, _, host, target) = check(b"GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (host.as_str(), target.as_str()),
+            ("h", "/?q=1"),
+            "a query without a path means path `/`"
+        );
         assert_eq!(status(b"GET http://u@h/ HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
     }
 

@@ -27,6 +27,8 @@ pub struct Response<'h, 'b> {
     pub has_connection: bool,
     /// The upstream's Content-Length header is passed to the client unchanged.
     pub keep_content_length: bool,
+    /// The response has a `Date` header (a proxy adds one when it has none).
+    pub has_date: bool,
     /// Bytes of the head, including the final blank line.
     pub head_len: usize,
 }
@@ -61,6 +63,11 @@ pub fn parse<'h, 'b>(
     let (Some(minor), Some(status)) = (resp.version, resp.code) else {
         return Err(ProxyError::BadResponse("malformed status line"));
     };
+    // httparse takes any three digits; a status outside the defined range cannot be
+    // framed safely (its body rules are unknown), so it is never relayed.
+    if !(100..=599).contains(&status) {
+        return Err(ProxyError::BadResponse("status outside 100-599"));
+    }
     let version = if minor == 1 {
         Version::Http11
     } else {
@@ -73,8 +80,11 @@ pub fn parse<'h, 'b>(
     let mut close = false;
     let mut keep_alive = false;
     let mut has_connection = false;
+    let mut has_date = false;
     for h in headers {
-        if h.name.eq_ignore_ascii_case("content-length") {
+        if h.name.len() == 4 && h.name.eq_ignore_ascii_case("date") {
+            has_date = true;
+        } else if h.name.eq_ignore_ascii_case("content-length") {
             let n = parse_content_length(h.value)
                 .ok_or(ProxyError::BadResponse("invalid Content-Length"))?;
             if content_length.is_some_and(|p| p != n) {
@@ -140,6 +150,7 @@ pub fn parse<'h, 'b>(
         reusable,
         has_connection,
         keep_content_length,
+        has_date,
         head_len,
     }))
 }
@@ -214,6 +225,25 @@ mod tests {
         for cut in 0..raw.len() {
             assert_eq!(check(&raw[..cut], false), None, "cut {cut}");
         }
+    }
+
+    #[test]
+    fn statuses_outside_100_to_599_are_bad_responses() {
+        for raw in [
+            &b"HTTP/1.1 099 Odd\r\nContent-Length: 1\r\n\r\n"[..],
+            b"HTTP/1.1 600 Odd\r\nContent-Length: 1\r\n\r\n",
+            b"HTTP/1.1 000 Zero\r\n\r\n",
+        ] {
+            let mut slots = [const { MaybeUninit::uninit() }; 64];
+            let e = parse(raw, &mut slots, false).unwrap_err();
+            assert_eq!(e.status(), 502, "{raw:?}");
+        }
+        assert_eq!(
+            check(b"HTTP/1.1 599 Edge\r\nContent-Length: 0\r\n\r\n", false)
+                .unwrap()
+                .0,
+            599
+        );
     }
 
     #[test]

@@ -4,11 +4,10 @@
 //! hop-by-hop fields dropped, framing headers re-derived, and the forwarding headers
 //! (`X-Forwarded-*`, `Forwarded`, `Via`) added. No allocation beyond buffer growth.
 
+use super::edits::{HeaderEdits, Part, Template, Var};
 use super::request::Request;
 use super::response::Response;
 use super::{is_hop_by_hop, listed_in_connection, Framing, Version};
-use crate::config::headers::{Part, Template, Var};
-use crate::config::HeaderEdits;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
@@ -83,6 +82,8 @@ impl Peer {
 pub struct Vars<'a> {
     /// The client.
     pub peer: &'a Peer,
+    /// `http` or `https`: the scheme of the listener the request came in on.
+    pub scheme: &'a str,
     /// The request's host without port (`$host`).
     pub host: &'a [u8],
     /// The request id (`$request_id`); empty when ids are off.
@@ -130,7 +131,7 @@ impl Edits<'_> {
                     Var::RemoteAddr => out.extend_from_slice(self.vars.peer.ip()),
                     Var::RemotePort => push_u64(out, u64::from(self.vars.peer.port())),
                     Var::Host => out.extend_from_slice(self.vars.host),
-                    Var::Scheme => out.extend_from_slice(b"http"),
+                    Var::Scheme => out.extend_from_slice(self.vars.scheme.as_bytes()),
                     Var::RequestId => out.extend_from_slice(self.vars.request_id),
                     Var::UpstreamAddr => {
                         if let Some(a) = self.vars.upstream {
@@ -148,6 +149,8 @@ impl Edits<'_> {
 /// How the request is forwarded: its (normalized, maybe rewritten) target and edits.
 #[derive(Debug, Clone, Copy)]
 pub struct Forward<'a> {
+    /// The scheme the client used (`X-Forwarded-Proto`, `Forwarded: proto=`).
+    pub scheme: &'a str,
     /// The path, written as these pieces in order (a rewrite prefix, then the rest).
     pub path: [&'a [u8]; 2],
     /// The query string with its `?`, or empty.
@@ -208,7 +211,9 @@ pub fn write_upstream_request(
         }
         write_header(out, name.as_bytes(), h.value);
     }
-    if !wrote_host && !req.host.is_empty() && !edited("host") {
+    // RFC 9112 §3.2: every HTTP/1.1 request has a Host, empty when the client (an
+    // HTTP/1.0 one) named no authority.
+    if !wrote_host && !edited("host") {
         write_header(out, b"Host", req.host.as_bytes());
     }
     if let Some(id) = fwd.request_id.filter(|_| !edited("x-request-id")) {
@@ -224,7 +229,7 @@ pub fn write_upstream_request(
         out.extend_from_slice(b"\r\n");
     }
     if !edited("x-forwarded-proto") {
-        out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+        write_header(out, b"X-Forwarded-Proto", fwd.scheme.as_bytes());
     }
     if !req.host.is_empty() && !edited("x-forwarded-host") {
         write_header(out, b"X-Forwarded-Host", req.host.as_bytes());
@@ -247,7 +252,9 @@ pub fn write_upstream_request(
             out.extend_from_slice(req.host.as_bytes());
             out.push(b'"');
         }
-        out.extend_from_slice(b";proto=http\r\n");
+        out.extend_from_slice(b";proto=");
+        out.extend_from_slice(fwd.scheme.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if !edited("via") {
         out.extend_from_slice(b"Via: ");
@@ -261,18 +268,24 @@ pub fn write_upstream_request(
     out.extend_from_slice(b"\r\n");
 }
 
+/// How a response head is written for the client.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientHead<'a> {
+    /// The framing the proxy sends the body with.
+    pub body: Framing,
+    /// The client's HTTP version.
+    pub version: Version,
+    /// The client connection ends after this response.
+    pub close: bool,
+    /// Header edits, `None` when no scope has any.
+    pub edits: Option<&'a Edits<'a>>,
+    /// The `Date` value to add when the upstream sent none (RFC 9110 §6.6.1).
+    pub date: &'a [u8],
+}
+
 /// Writes the response head for the client into `out`.
-///
-/// `body` is the framing the proxy sends the client with; `close` says whether the
-/// client connection ends after this response.
-pub fn write_client_response(
-    out: &mut Vec<u8>,
-    resp: &Response<'_, '_>,
-    body: Framing,
-    client_version: Version,
-    close: bool,
-    edits: Option<&Edits<'_>>,
-) {
+pub fn write_client_response(out: &mut Vec<u8>, resp: &Response<'_, '_>, head: &ClientHead<'_>) {
+    let (body, client_version, close, edits) = (head.body, head.version, head.close, head.edits);
     out.extend_from_slice(b"HTTP/1.1 ");
     push_status(out, resp.status);
     out.push(b' ');
@@ -300,6 +313,9 @@ pub fn write_client_response(
         out.extend_from_slice(VIA);
         out.extend_from_slice(b"\r\n");
     }
+    if !resp.has_date && !edited("date") {
+        write_header(out, b"Date", head.date);
+    }
     if let Some(e) = edits {
         e.write(out);
     }
@@ -310,6 +326,25 @@ pub fn write_client_response(
         out.extend_from_slice(b"Connection: close\r\n");
     } else if client_version == Version::Http10 {
         out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes an interim (1xx) response head for an HTTP/1.1 client: its status line and
+/// end-to-end headers (RFC 9110 §15.2: a proxy forwards them, then the final response).
+pub fn write_interim_response(out: &mut Vec<u8>, resp: &Response<'_, '_>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_status(out, resp.status);
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers {
+        if is_hop_by_hop(h.name)
+            || (resp.has_connection && listed_in_connection(resp.headers, h.name))
+        {
+            continue;
+        }
+        write_header(out, h.name.as_bytes(), h.value);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -384,8 +419,9 @@ mod tests {
         let req = request::parse(raw, &mut slots, &limits).unwrap().unwrap();
         let mut out = Vec::new();
         let fwd = Forward {
-            path: [req.path().as_bytes(), b""],
-            query: &req.target.as_bytes()[req.path().len()..],
+            scheme: "http",
+            path: [req.path.as_bytes(), b""],
+            query: req.query.as_bytes(),
             edits: None,
             request_id: None,
         };
@@ -449,6 +485,58 @@ mod tests {
         assert!(
             out.contains("Host: real.example\r\n") && !out.contains("fake"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn an_http10_request_without_host_gets_an_empty_one() {
+        let out = rewrite(b"GET /x HTTP/1.0\r\n\r\n", "127.0.0.1:1");
+        assert!(out.starts_with("GET /x HTTP/1.1\r\nHost: \r\n"), "{out}");
+        let out = rewrite(b"GET http://a.example?q=1 HTTP/1.0\r\n\r\n", "127.0.0.1:1");
+        assert!(
+            out.starts_with("GET /?q=1 HTTP/1.1\r\nHost: a.example\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn responses_get_a_date_when_they_have_none_and_interim_heads_drop_hop_headers() {
+        use crate::http::response;
+        let head = ClientHead {
+            body: Framing::Length(2),
+            version: Version::Http11,
+            close: false,
+            edits: None,
+            date: b"Sun, 06 Nov 1994 08:49:37 GMT",
+        };
+        let write = |raw: &[u8]| {
+            let mut slots = [const { MaybeUninit::uninit() }; 16];
+            let resp = response::parse(raw, &mut slots, false).unwrap().unwrap();
+            let mut out = Vec::new();
+            if resp.status < 200 {
+                write_interim_response(&mut out, &resp);
+            } else {
+                write_client_response(&mut out, &resp, &head);
+            }
+            String::from_utf8(out).unwrap()
+        };
+        let out = write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+        assert!(
+            out.contains("Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"),
+            "{out}"
+        );
+        let out = write(
+            b"HTTP/1.1 200 OK\r\ndate: Mon, 07 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\n\r\n",
+        );
+        assert_eq!(
+            out.matches("ate: ").count(),
+            1,
+            "the upstream's Date is kept: {out}"
+        );
+        let out = write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: x\r\nX: y\r\n\r\n");
+        assert_eq!(
+            out,
+            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
         );
     }
 

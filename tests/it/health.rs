@@ -419,7 +419,7 @@ fn passive_health_skips_a_failing_server_after_max_fails_and_logs_it_once() {
     }
     // When the 500ms rest ends, one request probes it; that failure sends it straight
     // back down for the next step (2s), without waiting for `max_fails`.
-    let probed = format!("server {}: probing → down", dead.addr());
+    let probed = format!("server {}: probation → down", dead.addr());
     let again = poll_until(PATIENCE, || {
         let r = try_get(proxy.addr, "/p").expect("the proxy answers");
         assert_eq!(r.status, 200);
@@ -509,10 +509,11 @@ fn a_passive_mark_down_and_the_recovery_after_it_are_each_logged_once() {
     });
     assert!(logged, "no mark-down logged: {}", proxy.log());
 
-    // It recovers while resting; after the rest one request probes it, succeeds, and
-    // every worker may use it again.
+    // It recovers while resting; after the rest it is on probation, one request probes
+    // it, succeeds, and every worker may use it again.
     flaky.set_answer(Answer::Ok);
-    let up = came_up(flaky.addr());
+    let probation = format!("server {}: down → probation", flaky.addr());
+    let up = format!("server {}: probation → up", flaky.addr());
     let logged = poll_until(PATIENCE, || {
         get_ok();
         !proxy.lines(&up).is_empty()
@@ -529,8 +530,9 @@ fn a_passive_mark_down_and_the_recovery_after_it_are_each_logged_once() {
 
     let log = proxy.log();
     assert_eq!(proxy.lines(&down).len(), 1, "{log}");
+    assert_eq!(proxy.lines(&probation).len(), 1, "{log}");
     assert_eq!(proxy.lines(&up).len(), 1, "{log}");
-    assert!(proxy.lines("probing").is_empty(), "{log}");
+    assert!(proxy.lines(&came_up(flaky.addr())).is_empty(), "{log}");
 }
 
 #[test]

@@ -2,10 +2,10 @@
 //! and the value templates they use (`"Bearer xyz"`, `"$remote_addr"`).
 //!
 //! Templates are parsed once at load into literal and variable parts, so the hot path
-//! only copies bytes; an unknown variable is a config error naming the key.
+//! only copies bytes ([`super::rewrite`] writes them); `config` validates the raw
+//! tables into these types and names the key of any error.
 
-use super::raw::RawHeaderEdits;
-use crate::http::is_hop_by_hop;
+use super::is_hop_by_hop;
 
 /// A variable usable in header values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +16,7 @@ pub enum Var {
     RemotePort,
     /// `$host`: the request's host (Host header or absolute-form authority).
     Host,
-    /// `$scheme`: `http`.
+    /// `$scheme`: `http` or `https`, from the listener the request came in on.
     Scheme,
     /// `$request_id`: the request's id (the client's `X-Request-Id`, or a new one).
     RequestId,
@@ -135,34 +135,11 @@ impl HeaderEdits {
     pub fn uses(&self, var: Var) -> bool {
         self.set.iter().chain(&self.add).any(|(_, t)| t.uses(var))
     }
-
-    /// Validates raw edits; the error is `(sub-key, message)`.
-    pub(super) fn from_raw(
-        raw: RawHeaderEdits,
-        response: bool,
-    ) -> Result<HeaderEdits, (String, String)> {
-        let mut edits = HeaderEdits::default();
-        for (kind, map, out) in [
-            ("set", raw.set, &mut edits.set),
-            ("add", raw.add, &mut edits.add),
-        ] {
-            for (name, value) in map {
-                check_name(&name).map_err(|m| (kind.to_string(), m))?;
-                let t =
-                    Template::parse(&value, response).map_err(|m| (format!("{kind}.{name}"), m))?;
-                out.push((name, t));
-            }
-        }
-        for name in raw.remove {
-            check_name(&name).map_err(|m| ("remove".to_string(), m))?;
-            edits.remove.push(name);
-        }
-        Ok(edits)
-    }
 }
 
-/// A header name that is a valid token and not one the proxy owns (framing, hop-by-hop).
-fn check_name(name: &str) -> Result<(), String> {
+/// Checks that a header name is a valid token and not one the proxy owns (framing,
+/// hop-by-hop); the error says which.
+pub fn check_name(name: &str) -> Result<(), String> {
     let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(tchar) {
         return Err(format!("`{name}` is not a valid header name"));

@@ -1,0 +1,153 @@
+//! The control thread's health table: one [`Machine`] per server, fed by worker
+//! reports, active check results and time, kept in step with the current snapshot.
+//! Every transition is logged here exactly once, and what workers must apply is
+//! broadcast from here.
+
+use crate::bus::{Bus, Report, Update};
+use crate::config::HealthCheck;
+use crate::health::machine::{Broadcast, Effect, Machine, State};
+use crate::snapshot::Snapshot;
+use crate::upstream::ServerId;
+use crate::{info, warn};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// One server as the control thread tracks it.
+#[derive(Debug)]
+struct Tracked {
+    /// `upstream `web` server 127.0.0.1:9001`, for logs.
+    name: String,
+    /// The generation the server joined in (reports from before it are stale).
+    since: u64,
+    machine: Machine,
+}
+
+/// Every configured server's health.
+#[derive(Debug)]
+pub struct Table {
+    bus: Bus,
+    /// The current generation, stamped on broadcasts.
+    generation: u64,
+    servers: HashMap<ServerId, Tracked>,
+}
+
+impl Table {
+    /// The table for the first snapshot.
+    pub fn new(bus: Bus, snap: &Snapshot, now: Instant) -> Table {
+        let mut t = Table {
+            bus,
+            generation: snap.generation,
+            servers: HashMap::new(),
+        };
+        t.sync(snap, now);
+        t
+    }
+
+    /// Follows a new snapshot: new servers start (up, or down until checked), removed
+    /// ones are forgotten, kept ones keep their state; a group that gained or lost its
+    /// checks updates its servers.
+    pub fn sync(&mut self, snap: &Snapshot, now: Instant) {
+        self.generation = snap.generation;
+        let mut next = HashMap::new();
+        for group in &snap.groups {
+            let check = group.upstream.health.as_ref();
+            for (m, s) in group.members.iter().zip(&group.upstream.servers) {
+                let name = format!("upstream `{}` server {}", group.upstream.name, s.addr);
+                let mut tracked = self.servers.remove(&m.id).unwrap_or_else(|| Tracked {
+                    name: name.clone(),
+                    since: snap.generation,
+                    machine: Machine::new(check, now),
+                });
+                let effect = tracked.machine.set_check(check, now);
+                self.emit(m.id, &tracked.name, effect);
+                next.insert(m.id, tracked);
+            }
+        }
+        self.servers = next;
+    }
+
+    /// A worker's report.
+    pub fn report(&mut self, report: Report, now: Instant) {
+        let (generation, id) = match report {
+            Report::Down {
+                generation, server, ..
+            }
+            | Report::Recovered { generation, server } => (generation, server),
+        };
+        let Some(t) = self.servers.get_mut(&id) else {
+            // A server a reload removed: its in-flight requests no longer matter.
+            return;
+        };
+        if generation < t.since {
+            return;
+        }
+        let effect = match report {
+            Report::Down { down, reason, .. } => t.machine.passive_down(down, reason, now),
+            Report::Recovered { .. } => t.machine.recovered(now),
+        };
+        let name = t.name.clone();
+        self.emit(id, &name, effect);
+    }
+
+    /// An active check result for `id`.
+    pub fn check_result(
+        &mut self,
+        id: ServerId,
+        pass: bool,
+        detail: &str,
+        check: &HealthCheck,
+        now: Instant,
+    ) {
+        let Some(t) = self.servers.get_mut(&id) else {
+            return;
+        };
+        let effect = t.machine.check_result(pass, detail, check, now);
+        let name = t.name.clone();
+        self.emit(id, &name, effect);
+    }
+
+    /// Time passed: back-offs may have ended.
+    pub fn tick(&mut self, now: Instant) {
+        let ended: Vec<(ServerId, String, Effect)> = self
+            .servers
+            .iter_mut()
+            .filter_map(|(&id, t)| {
+                let effect = t.machine.tick(now);
+                (effect != Effect::default()).then(|| (id, t.name.clone(), effect))
+            })
+            .collect();
+        for (id, name, effect) in ended {
+            self.emit(id, &name, effect);
+        }
+    }
+
+    /// `id`'s state, when it is configured.
+    pub fn state(&self, id: ServerId) -> Option<&State> {
+        self.servers.get(&id).map(|t| t.machine.state())
+    }
+
+    /// Logs an effect's transitions and broadcasts what workers must apply.
+    fn emit(&self, id: ServerId, name: &str, effect: Effect) {
+        for line in &effect.lines {
+            if line.contains("→ down") {
+                warn!("{name}: {line}");
+            } else {
+                info!("{name}: {line}");
+            }
+        }
+        let generation = self.generation;
+        match effect.broadcast {
+            Some(Broadcast::Down(down)) => self.bus.broadcast(Update::ServerDown {
+                generation,
+                server: id,
+                down,
+            }),
+            Some(Broadcast::Active(up)) => self.bus.broadcast(Update::Health {
+                generation,
+                server: id,
+                up,
+            }),
+            None => {}
+        }
+    }
+}

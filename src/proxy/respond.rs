@@ -1,0 +1,97 @@
+//! Answers the proxy makes itself, written once: an error response for a failure that
+//! can still be answered, then either keep the connection (the request was read whole,
+//! so the next byte starts a request) or close it with a lingering close.
+
+use super::head::{upstream_of, Head};
+use super::Conn;
+use crate::buf::{write_vec, Fill, CLIENT_BUF};
+use crate::client::ClientStream;
+use crate::error::{write_error_response, ErrorReply, ProxyError};
+use crate::shard::Generation;
+use monoio::io::AsyncWriteRent;
+use std::time::Duration;
+
+/// A failed request, as the request path hands it to [`answer`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Failed {
+    /// What failed.
+    pub err: ProxyError,
+    /// The request was read whole (body included) and consumed: the connection is at
+    /// a request boundary and may be kept.
+    pub drained: bool,
+}
+
+/// How long a proxy-made answer may take to write before the client is given up on.
+const ANSWER_WRITE: Duration = Duration::from_secs(10);
+
+/// Answers a failed request if it can be answered, then says whether the connection
+/// may be kept (`true`) or was closed. `head` is `None` when the head itself was bad.
+pub(super) async fn answer(
+    c: &mut Conn<'_>,
+    gen: &Generation,
+    head: Option<&Head>,
+    f: Failed,
+) -> bool {
+    if !f.err.is_answerable() {
+        // The client is gone or the response already started: there is nothing to say.
+        return false;
+    }
+    let keep = f.drained && head.is_some_and(|h| h.keep_alive);
+    let upstream = head
+        .filter(|_| !f.err.is_client_fault())
+        .and_then(|h| upstream_of(gen, h))
+        .map(|id| gen.group(id).upstream.name.as_str());
+    let date = c.shard.date();
+    let reply = ErrorReply {
+        err: f.err,
+        upstream,
+        close: !keep,
+        is_head: head.is_some_and(|h| h.is_head),
+        format: gen.snap().server.error_format,
+        date: &date,
+    };
+    c.out.clear();
+    write_error_response(c.out, &reply);
+    let _ = c
+        .shard
+        .timers()
+        .timeout(ANSWER_WRITE, write_vec(c.client, c.out))
+        .await;
+    if keep {
+        return true;
+    }
+    linger_close(c).await;
+    false
+}
+
+/// Closes a connection that may still have unread request bytes in flight.
+///
+/// Closing a socket with unread data makes the kernel send RST, which can destroy the
+/// error response before the client reads it; so shut down our side first and drain
+/// what the client still sends, for a bounded time and size (nginx's lingering close).
+async fn linger_close(c: &mut Conn<'_>) {
+    const LINGER: Duration = Duration::from_secs(2);
+    const MAX_DRAIN: usize = 1 << 20;
+    if c.client.shutdown().await.is_err() {
+        return;
+    }
+    let (client, cbuf) = (&mut *c.client, &mut *c.cbuf);
+    let drain = async {
+        let mut drained = 0;
+        while drained < MAX_DRAIN {
+            cbuf.consume(cbuf.len());
+            match cbuf.fill(client, CLIENT_BUF).await {
+                Ok(Fill::Read(n)) => drained += n,
+                _ => break,
+            }
+        }
+    };
+    let _ = c.shard.timers().timeout(LINGER, drain).await;
+}
+
+/// Tells a client that sent `Expect: 100-continue` to go on with its body.
+pub(super) async fn send_continue(client: &mut ClientStream) -> std::io::Result<()> {
+    const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let (res, _) = monoio::io::AsyncWriteRentExt::write_all(client, CONTINUE).await;
+    res.map(|_| ())
+}

@@ -1,0 +1,402 @@
+//! `Shard`: the state one worker core owns and every connection task of that worker
+//! shares, behind methods. Everything here is `!Send` (`Rc`, `Cell`, `RefCell`): the
+//! compiler keeps it on its core. The thread, runtime and tick loop that drive it live
+//! in `worker`.
+//!
+//! The shard runs one [`Generation`] at a time: the current config snapshot plus this
+//! worker's state for it (cursors, retry budgets, and each server's `ServerLocal`,
+//! kept across generations by `ServerId`). A request takes the current generation once
+//! (an `Rc` clone: no atomic, no allocation) and finishes on it.
+
+use crate::balance::{Balancer, Candidates, Group, GroupState};
+use crate::buf::{BufPool, CLIENT_BUF};
+use crate::bus::{Bus, Report};
+use crate::config::{Upstream, UpstreamId};
+use crate::health::{MarkDown, Passive};
+use crate::http::date::{self, HttpDate};
+use crate::http::request_id::RequestId;
+use crate::retry::Budget;
+use crate::snapshot::Snapshot;
+use crate::timer::Timers;
+use crate::upstream::{ServerId, ServerLocal};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Free client buffer sets kept per worker (8 KiB each): enough for bursts of new
+/// connections without holding much memory after them.
+const MAX_FREE_BUFFERS: usize = 1024;
+
+/// This worker's view of one group in one generation.
+#[derive(Debug)]
+struct GroupLocal {
+    state: GroupState,
+    /// Aligned with the group's members.
+    members: Vec<Rc<ServerLocal>>,
+    /// Carried across generations by group name.
+    budget: Rc<Budget>,
+}
+
+/// A snapshot and this worker's state for it: what a request runs on.
+#[derive(Debug)]
+pub struct Generation {
+    snap: Arc<Snapshot>,
+    groups: Vec<GroupLocal>,
+}
+
+impl Generation {
+    /// The snapshot.
+    pub fn snap(&self) -> &Snapshot {
+        &self.snap
+    }
+
+    /// Group `id`'s table.
+    pub fn group(&self, id: UpstreamId) -> &Group {
+        &self.snap.groups[id]
+    }
+
+    /// What a pick in group `id` chooses among.
+    pub fn candidates(&self, id: UpstreamId) -> Candidates<'_> {
+        let local = &self.groups[id];
+        Candidates {
+            group: &self.snap.groups[id],
+            state: &local.state,
+            members: &local.members,
+        }
+    }
+
+    /// Group `id`'s retry budget on this worker.
+    pub fn budget(&self, id: UpstreamId) -> &Budget {
+        &self.groups[id].budget
+    }
+}
+
+/// One worker's state.
+#[derive(Debug)]
+pub struct Shard {
+    id: usize,
+    bus: Bus,
+    timers: Timers,
+    buffers: BufPool,
+    balancer: Balancer,
+    current: RefCell<Rc<Generation>>,
+    /// Every server of the current generation, by `ServerId` index.
+    servers: RefCell<Vec<Option<Rc<ServerLocal>>>>,
+    /// Unique per worker run: the first half of generated request ids.
+    id_prefix: u64,
+    /// Requests given an id so far: the second half.
+    id_seq: Cell<u64>,
+    /// Coarse clock, refreshed every tick: pool ages and mark-downs need no better.
+    now: Cell<Instant>,
+    /// Ticks so far (wrapping): a 4-byte timestamp for per-connection state.
+    ticks: Cell<u32>,
+    /// The `Date` header value, refreshed when the second changes.
+    date: Cell<HttpDate>,
+    date_secs: Cell<u64>,
+    /// Client connections open on this worker.
+    open: Cell<u32>,
+    /// A graceful drain started: finish requests, close connections after them.
+    draining: Cell<bool>,
+}
+
+impl Shard {
+    /// Worker `id`'s state, running `snap`.
+    pub fn new(id: usize, bus: Bus, snap: Arc<Snapshot>) -> Shard {
+        let now = Instant::now();
+        let secs = date::unix_now();
+        let shard = Shard {
+            id,
+            bus,
+            timers: Timers::default(),
+            buffers: BufPool::new(CLIENT_BUF, MAX_FREE_BUFFERS),
+            balancer: Balancer::new(id),
+            current: RefCell::new(Rc::new(Generation {
+                snap: snap.clone(),
+                groups: Vec::new(),
+            })),
+            servers: RefCell::new(Vec::new()),
+            id_prefix: id_prefix(id),
+            id_seq: Cell::new(0),
+            now: Cell::new(now),
+            ticks: Cell::new(0),
+            date: Cell::new(date::format(secs)),
+            date_secs: Cell::new(secs),
+            open: Cell::new(0),
+            draining: Cell::new(false),
+        };
+        shard.install(snap);
+        shard
+    }
+
+    /// The current generation, for one request.
+    pub fn generation(&self) -> Rc<Generation> {
+        self.current.borrow().clone()
+    }
+
+    /// Swaps in a new snapshot: kept servers keep their state, new ones start fresh
+    /// (ramping up under `slow_start`, unless this is the first generation), removed
+    /// ones are retired (in-flight requests finish; idle connections close now).
+    pub fn install(&self, snap: Arc<Snapshot>) {
+        let old = self.generation();
+        let first = old.groups.is_empty();
+        let now = self.now.get();
+        let mut servers = self.servers.borrow_mut();
+        let mut next: Vec<Option<Rc<ServerLocal>>> = Vec::new();
+        let mut groups = Vec::with_capacity(snap.groups.len());
+        for group in &snap.groups {
+            let check = group.upstream.health.as_ref();
+            let members = group
+                .members
+                .iter()
+                .zip(&group.upstream.servers)
+                .map(|(m, s)| {
+                    let kept = servers.get(m.id.index()).and_then(Option::clone);
+                    let local = kept.unwrap_or_else(|| {
+                        let start_up = !check.is_some_and(|c| c.start_down);
+                        let health = Passive::new(start_up, check.is_some());
+                        let local = ServerLocal::new(m.id, s.addr, snap.generation, health);
+                        if !first && group.upstream.slow_start.is_some() {
+                            local.ramp_up(now);
+                        }
+                        Rc::new(local)
+                    });
+                    local.health.set_has_active(check.is_some());
+                    if next.len() <= m.id.index() {
+                        next.resize(m.id.index() + 1, None);
+                    }
+                    next[m.id.index()] = Some(local.clone());
+                    local
+                })
+                .collect();
+            let budget = old
+                .groups
+                .iter()
+                .zip(&old.snap.groups)
+                .find(|(_, g)| g.upstream.name == group.upstream.name)
+                .map(|(l, _)| l.budget.clone())
+                .unwrap_or_else(|| Rc::new(Budget::new(group.upstream.retry_budget, now)));
+            budget.set_ratio(group.upstream.retry_budget);
+            groups.push(GroupLocal {
+                state: GroupState::new(group, self.id),
+                members,
+                budget,
+            });
+        }
+        for gone in servers.iter().flatten() {
+            if next.get(gone.id.index()).is_none_or(Option::is_none) {
+                gone.retire();
+            }
+        }
+        *servers = next;
+        *self.current.borrow_mut() = Rc::new(Generation { snap, groups });
+    }
+
+    /// This worker's state for server `id`, when the current generation lists it and
+    /// a message about generation `generation` can concern it.
+    fn server(&self, id: ServerId, generation: u64) -> Option<Rc<ServerLocal>> {
+        let servers = self.servers.borrow();
+        let s = servers.get(id.index())?.as_ref()?;
+        (s.since <= generation).then(|| s.clone())
+    }
+
+    /// Applies a broadcast passive mark-down.
+    pub fn apply_down(&self, id: ServerId, generation: u64, down: MarkDown) {
+        if let Some(s) = self.server(id, generation) {
+            s.health.apply_down(down);
+        }
+    }
+
+    /// Applies a broadcast active verdict; a server coming back ramps up.
+    pub fn apply_active(&self, id: ServerId, generation: u64, up: bool) {
+        if let Some(s) = self.server(id, generation) {
+            if s.health.apply_active(up) {
+                s.ramp_up(self.now.get());
+            }
+        }
+    }
+
+    /// Counts a passive failure against `server`; a resulting mark-down is applied
+    /// here and reported to the control thread, which logs it once and tells the other
+    /// workers.
+    pub fn failed(&self, server: &ServerLocal, group: &Upstream, reason: &'static str) {
+        if let Some(down) = server.health.record_failure(group, self.now.get()) {
+            self.bus.report(Report::Down {
+                generation: self.generation().snap.generation,
+                server: server.id,
+                down,
+                reason,
+            });
+        }
+    }
+
+    /// Counts a success; a server that was on probation is back (and ramps up).
+    pub fn succeeded(&self, server: &ServerLocal) {
+        if server.health.record_success() {
+            server.ramp_up(self.now.get());
+            self.bus.report(Report::Recovered {
+                generation: self.generation().snap.generation,
+                server: server.id,
+            });
+        }
+    }
+
+    /// Advances the coarse clock: wakes expired waits, refreshes the `Date` value, and
+    /// every `sweep_every` ticks closes upstream connections idle for too long.
+    pub fn tick(&self, now: Instant, sweep_every: u32) {
+        self.now.set(now);
+        let ticks = self.ticks.get().wrapping_add(1);
+        self.ticks.set(ticks);
+        self.timers.tick(now);
+        let secs = date::unix_now();
+        if secs != self.date_secs.get() {
+            self.date_secs.set(secs);
+            self.date.set(date::format(secs));
+        }
+        if ticks.is_multiple_of(sweep_every) {
+            let current = self.generation();
+            for (group, local) in current.snap.groups.iter().zip(&current.groups) {
+                for s in &local.members {
+                    s.idle.sweep(now, group.upstream.keepalive_timeout);
+                }
+            }
+        }
+    }
+
+    /// Worker index, 0-based.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// The coarse clock (refreshed every tick).
+    pub fn now(&self) -> Instant {
+        self.now.get()
+    }
+
+    /// Ticks so far, wrapping.
+    pub fn ticks(&self) -> u32 {
+        self.ticks.get()
+    }
+
+    /// The current `Date` header value.
+    pub fn date(&self) -> HttpDate {
+        self.date.get()
+    }
+
+    /// The worker's coarse timers.
+    pub fn timers(&self) -> &Timers {
+        &self.timers
+    }
+
+    /// Free client connection buffers.
+    pub fn buffers(&self) -> &BufPool {
+        &self.buffers
+    }
+
+    /// The worker's balancer.
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
+    }
+
+    /// The next generated request id.
+    pub fn next_request_id(&self) -> RequestId {
+        let seq = self.id_seq.get().wrapping_add(1);
+        self.id_seq.set(seq);
+        RequestId::generate(self.id_prefix, seq)
+    }
+
+    /// A client connection opened.
+    pub fn conn_opened(&self) {
+        self.open.set(self.open.get() + 1);
+    }
+
+    /// A client connection closed.
+    pub fn conn_closed(&self) {
+        self.open.set(self.open.get().saturating_sub(1));
+    }
+
+    /// Client connections open now.
+    pub fn open_conns(&self) -> u32 {
+        self.open.get()
+    }
+
+    /// Starts a graceful drain: requests in flight finish and answer
+    /// `Connection: close`; connections waiting for a next request close now.
+    pub fn start_drain(&self) {
+        self.draining.set(true);
+        self.timers.close_idle();
+    }
+
+    /// True once a drain started.
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+}
+
+/// A per-run prefix for request ids: time, process and worker mixed, so ids from
+/// different workers, restarts and machines do not collide in practice.
+fn id_prefix(worker: usize) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut seed = Vec::with_capacity(24);
+    seed.extend_from_slice(&nanos.to_le_bytes());
+    seed.extend_from_slice(&u64::from(std::process::id()).to_le_bytes());
+    seed.extend_from_slice(&(worker as u64).to_le_bytes());
+    crate::hash::hash_bytes(&seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::upstream::Registry;
+
+    fn snap(servers: &str, generation: u64, reg: &mut Registry) -> Arc<Snapshot> {
+        let c = Config::parse(
+            &format!("[server]\nworkers = 1\n[upstreams.web]\nservers = [{servers}]\n[[routes]]\nupstream = \"web\"\n"),
+            "t",
+        )
+        .unwrap();
+        Arc::new(Snapshot::build(&c, generation, reg))
+    }
+
+    #[test]
+    fn a_reload_keeps_kept_servers_state_and_retires_removed_ones() {
+        let mut reg = Registry::new();
+        let (bus, _inboxes, _reports) = Bus::new(1);
+        let shard = Shard::new(
+            0,
+            bus,
+            snap("\"127.0.0.1:1\", \"127.0.0.1:2\"", 1, &mut reg),
+        );
+        let g1 = shard.generation();
+        let kept = g1.candidates(0).members[1].clone();
+        let gone = g1.candidates(0).members[0].clone();
+        kept.start();
+        let down = MarkDown {
+            until: Instant::now() + std::time::Duration::from_secs(60),
+            step: 0,
+        };
+        shard.apply_down(kept.id, 1, down);
+
+        shard.install(snap("\"127.0.0.1:2\", \"127.0.0.1:3\"", 2, &mut reg));
+        let g2 = shard.generation();
+        let members = g2.candidates(0).members;
+        assert!(Rc::ptr_eq(&members[0], &kept), "same state object, by id");
+        assert_eq!(kept.inflight(), 1, "in-flight counts carry over");
+        assert!(
+            !kept.health.usable(Instant::now()),
+            "and so does its mark-down"
+        );
+        assert!(gone.is_retired() && !kept.is_retired());
+        assert_eq!(members[1].since, 2);
+        // A late message about the new server from before it joined is ignored.
+        shard.apply_active(members[1].id, 1, false);
+        assert!(members[1].health.usable(Instant::now()));
+        shard.apply_active(members[1].id, 2, false);
+        assert!(!members[1].health.usable(Instant::now()));
+        // The old generation still works for requests that hold it.
+        assert_eq!(g1.candidates(0).members.len(), 2);
+    }
+}
