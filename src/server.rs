@@ -279,3 +279,39 @@ impl Drop for Running {
         self.stop(Instant::now());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_worker_thread_is_reported_as_panicked() {
+        let (tx, rx) = mpsc::channel();
+        let guard = ExitGuard {
+            id: 3,
+            tx: tx.clone(),
+        };
+        let joined = std::thread::spawn(move || {
+            let _exit = guard;
+            panic!("worker bug");
+        })
+        .join();
+        assert!(joined.is_err());
+        assert_eq!(
+            rx.recv().unwrap(),
+            Event::WorkerExited {
+                id: 3,
+                panicked: true
+            }
+        );
+        let guard = ExitGuard { id: 4, tx };
+        std::thread::spawn(move || drop(guard)).join().unwrap();
+        assert_eq!(
+            rx.recv().unwrap(),
+            Event::WorkerExited {
+                id: 4,
+                panicked: false
+            }
+        );
+    }
+}

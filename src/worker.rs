@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// Idle upstream connections are swept every this many ticks.
 const SWEEP_EVERY: u32 = 20;
+/// Longest a draining worker waits past its deadline for its accept loops to end.
+const LISTENER_GRACE: Duration = Duration::from_secs(1);
 
 /// The I/O driver a worker ended up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +119,9 @@ struct Accepting {
 #[derive(Default)]
 struct Listeners {
     loops: Vec<Accepting>,
+    /// Accept loops still running, stopped or not: a stopped one ends (and closes its
+    /// socket) only once its called-off accept completes, a ring turn later.
+    running: Rc<Cell<u32>>,
 }
 
 impl Listeners {
@@ -134,9 +139,22 @@ impl Listeners {
             scheme: Scheme::Http,
         });
         let (handle, stopped) = (accepting.canceller.handle(), accepting.stopped.clone());
-        monoio::spawn(accept_loop(shard.clone(), listener, info, handle, stopped));
+        let running = Running::new(self.running.clone());
+        monoio::spawn(accept_loop(
+            shard.clone(),
+            listener,
+            info,
+            handle,
+            stopped,
+            running,
+        ));
         self.loops.push(accepting);
         Ok(())
+    }
+
+    /// True once every stopped accept loop has ended and closed its socket.
+    fn all_closed(&self) -> bool {
+        self.loops.is_empty() && self.running.get() == 0
     }
 
     /// Stops accepting on `addr` (connections accepted there carry on).
@@ -151,6 +169,22 @@ impl Listeners {
         for a in self.loops.drain(..) {
             stop(a);
         }
+    }
+}
+
+/// Counts an accept loop as running until dropped.
+struct Running(Rc<Cell<u32>>);
+
+impl Running {
+    fn new(count: Rc<Cell<u32>>) -> Running {
+        count.set(count.get() + 1);
+        Running(count)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }
 
@@ -181,13 +215,18 @@ async fn serve(start: Startup) -> u32 {
     let mut deadline: Option<Instant> = None;
     loop {
         monoio::time::sleep(TICK).await;
-        shard.tick(Instant::now(), SWEEP_EVERY);
+        let now = Instant::now();
+        shard.tick(now, SWEEP_EVERY);
         while let Some(update) = inbox.try_next() {
             apply(&shard, &mut accepting, &mut deadline, update);
         }
         if let Some(d) = deadline {
+            // The listening sockets must be closed before the runtime goes (else new
+            // clients would queue on a socket nobody serves while other workers drain);
+            // a called-off accept needs a ring turn, bounded here by LISTENER_GRACE.
+            let closed = accepting.all_closed() || now >= d + LISTENER_GRACE;
             let open = shard.open_conns();
-            if open == 0 || Instant::now() >= d {
+            if closed && (open == 0 || now >= d) {
                 return open;
             }
         }
@@ -237,6 +276,7 @@ async fn accept_loop(
     info: Rc<ListenerInfo>,
     cancel: monoio::io::CancelHandle,
     stopped: Rc<Cell<bool>>,
+    _running: Running,
 ) {
     let mut last_error: Option<std::io::ErrorKind> = None;
     while !stopped.get() {

@@ -138,7 +138,9 @@ impl Config {
     /// Parses and validates config text; `origin` names it in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim();
+            // One line: the parser's messages may span several, and logs are one per event.
+            let message = e.message().trim().replace('\n', "; ");
+            let message = message.as_str();
             ConfigError::Parse {
                 origin: origin.to_string(),
                 line: e.span().map_or(1, |s| line_of(text, s.start)),

@@ -109,7 +109,9 @@ pub(super) async fn response_head(
                     let client_head = ClientHead {
                         body: Framing::None,
                         version: head.version,
-                        close: false,
+                        // A drain that started since the request came in closes the
+                        // connection after this response.
+                        close: shard.draining(),
                         edits,
                         date: &date,
                     };
@@ -189,7 +191,7 @@ fn prepare(
         Framing::Chunked | Framing::Close if head.version == Version::Http11 => Framing::Chunked,
         Framing::Chunked | Framing::Close => Framing::Close,
     };
-    let close_client = !head.keep_alive || output == Framing::Close;
+    let close_client = client.close || !head.keep_alive || output == Framing::Close;
     client.body = output;
     client.close = close_client;
     out.clear();

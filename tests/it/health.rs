@@ -6,13 +6,9 @@
 //! waited for by counting the failed checks it answered: no timing is asserted.
 //! Log lines are read from the real binary's stderr.
 
-use crate::support::{poll_until, start_proxy, try_get, Client, Response};
+use crate::support::{poll_until, start_proxy, try_get, Binary, Client, Response};
 use crate::switchable::{Answer, Backend};
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Bound for every wait on the proxy: generous, since the machine may be busy.
@@ -258,84 +254,12 @@ fn servers_that_start_down_get_no_traffic_until_rise_checks_pass() {
 // The real binary, for its log lines
 // ---------------------------------------------------------------------------------
 
-const BIN: &str = env!("CARGO_BIN_EXE_ringway");
-
-/// `ringway run` on a config file, with its stderr captured; killed on drop.
-struct Proxy {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-    config: PathBuf,
-}
-
-impl Proxy {
-    /// Runs the binary with `config(listen, workers, servers, upstream_extra)` on a free
-    /// port and waits until it accepts connections.
-    fn run(name: &str, workers: usize, servers: &[SocketAddr], upstream_extra: &str) -> Proxy {
-        let addr = crate::support::free_addr();
-        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("it-health-{}-{name}.toml", std::process::id()));
-        let text = config(&addr.to_string(), workers, servers, upstream_extra);
-        std::fs::write(&path, text).expect("write the config file");
-        let mut child = Command::new(BIN)
-            .args(["run", "-c", path.to_str().expect("UTF-8 path")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the ringway binary");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            // Ends at EOF, when the child exits.
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut proxy = Proxy {
-            child,
-            addr,
-            log,
-            config: path,
-        };
-        let listening = poll_until(PATIENCE, || {
-            if let Ok(Some(status)) = proxy.child.try_wait() {
-                panic!("ringway exited early with {status}: {}", proxy.log());
-            }
-            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
-        });
-        assert!(
-            listening,
-            "ringway did not listen on {addr}: {}",
-            proxy.log()
-        );
-        proxy
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Log lines containing `needle`.
-    fn lines(&self, needle: &str) -> Vec<String> {
-        self.log()
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
-    }
+/// Runs the binary on `config("127.0.0.1:0", workers, servers, upstream_extra)`.
+fn run_binary(name: &str, workers: usize, servers: &[SocketAddr], upstream_extra: &str) -> Binary {
+    Binary::start(
+        &format!("health-{name}"),
+        &config("127.0.0.1:0", workers, servers, upstream_extra),
+    )
 }
 
 fn went_down(server: SocketAddr) -> String {
@@ -350,7 +274,7 @@ fn came_up(server: SocketAddr) -> String {
 fn every_active_transition_is_logged_exactly_once() {
     let a = Backend::start("a", Answer::Ok);
     let b = Backend::start("b", Answer::Ok);
-    let proxy = Proxy::run(
+    let proxy = run_binary(
         "transitions",
         2,
         &[a.addr(), b.addr()],
@@ -377,7 +301,7 @@ fn every_active_transition_is_logged_exactly_once() {
     let checked = b.checks();
     assert!(poll_until(PATIENCE, || b.checks() >= checked + 6));
     // Traffic on both workers must not add transitions either.
-    spread(proxy.addr, 20, 2);
+    spread(proxy.addr(), 20, 2);
 
     let log = proxy.log();
     let down = proxy.lines(&went_down(b.addr()));
@@ -397,7 +321,7 @@ fn passive_health_skips_a_failing_server_after_max_fails_and_logs_it_once() {
     // Accepts and closes at once: each attempt is counted, and fails before a response.
     let dead = Backend::start("dead", Answer::CloseOnAccept);
     let live = Backend::start("live", Answer::Ok);
-    let proxy = Proxy::run(
+    let proxy = run_binary(
         "passive",
         WORKERS,
         &[dead.addr(), live.addr()],
@@ -407,21 +331,21 @@ fn passive_health_skips_a_failing_server_after_max_fails_and_logs_it_once() {
     // Fresh connections, so both workers take part; each GET is retried on `live`.
     let mut sent = 0;
     let logged = poll_until(PATIENCE, || {
-        let r = try_get(proxy.addr, "/p").expect("the proxy answers");
+        let r = try_get(proxy.addr(), "/p").expect("the proxy answers");
         assert_eq!(r.status, 200, "a GET whose attempt was closed is retried");
         sent += 1;
         !proxy.lines(&marked).is_empty()
     });
     assert!(logged, "no mark-down logged: {}", proxy.log());
     for _ in 0..40 {
-        let r = try_get(proxy.addr, "/p").expect("the proxy answers");
+        let r = try_get(proxy.addr(), "/p").expect("the proxy answers");
         assert_eq!(r.status, 200);
     }
     // When the 500ms rest ends, one request probes it; that failure sends it straight
     // back down for the next step (2s), without waiting for `max_fails`.
     let probed = format!("server {}: probation → down", dead.addr());
     let again = poll_until(PATIENCE, || {
-        let r = try_get(proxy.addr, "/p").expect("the proxy answers");
+        let r = try_get(proxy.addr(), "/p").expect("the proxy answers");
         assert_eq!(r.status, 200);
         sent += 1;
         !proxy.lines(&probed).is_empty()
@@ -462,7 +386,7 @@ fn passive_health_skips_a_failing_server_after_max_fails_and_logs_it_once() {
 fn passive_health_marks_a_refusing_server_down_once_after_max_fails() {
     let live = Backend::start("live", Answer::Ok);
     let refusing = crate::support::dead_addr();
-    let proxy = Proxy::run(
+    let proxy = run_binary(
         "refusing",
         2,
         &[refusing, live.addr()],
@@ -471,13 +395,13 @@ fn passive_health_marks_a_refusing_server_down_once_after_max_fails() {
     let marked = went_down(refusing);
     // Connect failures always fail over: no client sees one.
     let logged = poll_until(PATIENCE, || {
-        let r = try_get(proxy.addr, "/c").expect("the proxy answers");
+        let r = try_get(proxy.addr(), "/c").expect("the proxy answers");
         assert_eq!(r.status, 200);
         !proxy.lines(&marked).is_empty()
     });
     assert!(logged, "no mark-down logged: {}", proxy.log());
     for _ in 0..40 {
-        assert_eq!(try_get(proxy.addr, "/c").expect("an answer").status, 200);
+        assert_eq!(try_get(proxy.addr(), "/c").expect("an answer").status, 200);
     }
     let lines = proxy.lines(&marked);
     assert_eq!(lines.len(), 1, "{}", proxy.log());
@@ -492,14 +416,14 @@ fn passive_health_marks_a_refusing_server_down_once_after_max_fails() {
 fn a_passive_mark_down_and_the_recovery_after_it_are_each_logged_once() {
     let flaky = Backend::start("flaky", Answer::CloseOnAccept);
     let live = Backend::start("live", Answer::Ok);
-    let proxy = Proxy::run(
+    let proxy = run_binary(
         "recovery",
         2,
         &[flaky.addr(), live.addr()],
         "max_fails = 1\nbackoff = [\"1s\"]\n",
     );
     let get_ok = || {
-        let r = try_get(proxy.addr, "/r").expect("the proxy answers");
+        let r = try_get(proxy.addr(), "/r").expect("the proxy answers");
         assert_eq!(r.status, 200, "{}", r.text());
     };
     let down = went_down(flaky.addr());
@@ -539,14 +463,14 @@ fn a_passive_mark_down_and_the_recovery_after_it_are_each_logged_once() {
 fn fail_on_status_marks_a_server_answering_500_down_after_max_fails() {
     let bad = Backend::start("bad", Answer::Status(500));
     let good = Backend::start("good", Answer::Ok);
-    let proxy = Proxy::run(
+    let proxy = run_binary(
         "fail-on-status",
         1,
         &[bad.addr(), good.addr()],
         "max_fails = 2\nfail_on_status = [500]\nfail_timeout = \"30s\"\n",
     );
     let marked = went_down(bad.addr());
-    let mut c = Client::connect(proxy.addr);
+    let mut c = Client::connect(proxy.addr());
     let mut relayed = 0;
     let logged = poll_until(PATIENCE, || {
         let r = c.get("/s");

@@ -1,14 +1,17 @@
 //! Test support: a real upstream on 127.0.0.1:0 (std::net, one thread per connection)
 //! with counters, recorded requests and modes; the proxy started through the same
-//! entry point `main` uses; raw-socket clients with a timeout on every read; and
-//! `poll_until` instead of fixed sleeps.
+//! entry point `main` uses; raw-socket clients with a timeout on every read;
+//! `poll_until` instead of fixed sleeps; and the real binary run on a config file, with
+//! its log captured and signals sent to it ([`Binary`]).
 //!
 //! Nothing here talks to anything but 127.0.0.1, and nothing uses a fixed port.
 
 use ringway::config::Config;
 use ringway::server::{self, Running};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -763,10 +766,12 @@ impl Client {
 
     /// Writes raw bytes in one write call.
     pub fn send(&mut self, bytes: &[u8]) {
-        self.conn
-            .stream
-            .write_all(bytes)
-            .expect("send to the proxy");
+        self.try_send(bytes).expect("send to the proxy");
+    }
+
+    /// Writes raw bytes in one write call, reporting a failure instead of panicking.
+    pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.conn.stream.write_all(bytes)
     }
 
     /// Reads one complete response (to a non-HEAD request), panicking on anything else.
@@ -893,5 +898,188 @@ impl Client {
     /// This end's address: what the proxy sees as `$remote_addr` and `$remote_port`.
     pub fn local_addr(&self) -> SocketAddr {
         self.conn.stream.local_addr().expect("local addr")
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The real binary
+// ---------------------------------------------------------------------------------
+
+/// The `ringway` binary Cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringway");
+
+/// Bound for waiting on the binary: to start, to log, to exit. Generous, since the
+/// machine may be busy; nothing waits this long when the proxy behaves.
+const BINARY_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Part of the line the binary logs once every worker started, after the listen lines.
+const STARTED: &str = "workers on the";
+
+/// `ringway run -c FILE` as a child process, with its stderr captured line by line into
+/// a shared string; killed (SIGKILL) and reaped on drop, its config file removed.
+///
+/// The config file sits in Cargo's per-target temp dir, named after the test and this
+/// process, so tests running at once never share one. The config should listen on
+/// port 0: the real addresses are read back from the `listening on` log lines.
+pub struct Binary {
+    child: Child,
+    addrs: Vec<SocketAddr>,
+    log: Arc<Mutex<String>>,
+    config: PathBuf,
+    exited: Option<ExitStatus>,
+}
+
+impl Binary {
+    /// Writes `config` to a file named after `name`, runs the binary on it, and waits
+    /// until every worker started; panics (with the log) if it exits first.
+    pub fn start(name: &str, config: &str) -> Binary {
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("it-{name}-{}.toml", std::process::id()));
+        std::fs::write(&path, config).expect("write the config file");
+        let mut child = Command::new(BIN)
+            .args(["run", "-c", path.to_str().expect("UTF-8 path")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the ringway binary");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            // Ends at EOF, when the child exits.
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut binary = Binary {
+            child,
+            addrs: Vec::new(),
+            log,
+            config: path,
+            exited: None,
+        };
+        let started = poll_until(BINARY_PATIENCE, || {
+            if let Ok(Some(status)) = binary.child.try_wait() {
+                panic!("ringway exited early with {status}: {}", binary.log());
+            }
+            !binary.lines(STARTED).is_empty()
+        });
+        assert!(started, "ringway did not start: {}", binary.log());
+        binary.addrs = binary
+            .lines("ringway[main] info: listening on ")
+            .iter()
+            .map(|l| {
+                let rest = l.split("listening on ").nth(1).unwrap_or_default();
+                let addr = rest.split(' ').next().unwrap_or_default();
+                addr.parse()
+                    .unwrap_or_else(|e| panic!("bad listen address in {l:?}: {e}"))
+            })
+            .collect();
+        assert!(!binary.addrs.is_empty(), "no listen line: {}", binary.log());
+        binary
+    }
+
+    /// The first listen address, as bound at start.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Every listen address as bound at start, in config order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The config file the binary runs on.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Log lines containing `needle`.
+    pub fn lines(&self, needle: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until a log line contains `needle`; false if none did within `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        poll_until(timeout, || !self.lines(needle).is_empty())
+    }
+
+    /// Sends `sig` (`libc::SIGHUP`, `libc::SIGTERM`, ...) to the process.
+    pub fn signal(&self, sig: libc::c_int) {
+        assert!(
+            self.exited.is_none(),
+            "signal {sig} sent after ringway exited"
+        );
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid. The child is reaped only by
+        // `wait_exit`, which sets `exited`, so the pid cannot have been reused yet.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}): {}", io::Error::last_os_error());
+    }
+
+    /// Replaces the config file's contents (the binary reads it on SIGHUP).
+    pub fn rewrite_config(&self, text: &str) {
+        std::fs::write(&self.config, text).expect("rewrite the config file");
+    }
+
+    /// Log lines that report a reload's result, success or refusal.
+    pub fn reload_lines(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("reload: generation ") || l.contains("reload refused"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Rewrites the config, sends SIGHUP and returns the one reload line it caused.
+    pub fn reload(&self, text: &str) -> String {
+        let before = self.reload_lines().len();
+        self.rewrite_config(text);
+        self.signal(libc::SIGHUP);
+        let logged = poll_until(BINARY_PATIENCE, || self.reload_lines().len() > before);
+        assert!(logged, "no reload line after SIGHUP: {}", self.log());
+        self.reload_lines().swap_remove(before)
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            let child = &mut self.child;
+            let mut status = None;
+            poll_until(timeout, || {
+                status = child.try_wait().expect("wait for ringway");
+                status.is_some()
+            });
+            self.exited = status;
+        }
+        self.exited
+    }
+
+    /// True while the process has not exited.
+    pub fn running(&mut self) -> bool {
+        self.wait_exit(Duration::ZERO).is_none()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(&self.config);
     }
 }

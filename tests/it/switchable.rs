@@ -51,6 +51,10 @@ pub enum Answer {
         /// Pause before each byte.
         gap: Duration,
     },
+    /// Reads the request and holds it until the test calls [`Backend::release`] (or
+    /// the upstream goes), then answers like `Ok`: a slow request whose end the test
+    /// decides, so no test guesses how long "slow" must be.
+    Held,
 }
 
 /// One proxied (non-health-check) request as the upstream read it.
@@ -80,6 +84,10 @@ struct State {
     stop_accept: AtomicBool,
     accepted: AtomicUsize,
     proxied_conns: AtomicUsize,
+    /// Connections whose first request was a proxied one, still open now.
+    open_proxied: AtomicUsize,
+    /// Bumped by `release`: held requests that arrived before it answer.
+    releases: AtomicUsize,
     checks: AtomicUsize,
     checks_passed: AtomicUsize,
     checks_failed: AtomicUsize,
@@ -113,6 +121,8 @@ impl Backend {
             stop_accept: AtomicBool::new(false),
             accepted: AtomicUsize::new(0),
             proxied_conns: AtomicUsize::new(0),
+            open_proxied: AtomicUsize::new(0),
+            releases: AtomicUsize::new(0),
             checks: AtomicUsize::new(0),
             checks_passed: AtomicUsize::new(0),
             checks_failed: AtomicUsize::new(0),
@@ -183,6 +193,18 @@ impl Backend {
     /// Connections whose first request was a proxied one, not a health check.
     pub fn proxied_conns(&self) -> usize {
         self.state.proxied_conns.load(Ordering::SeqCst)
+    }
+
+    /// Connections whose first request was a proxied one and that are still open: they
+    /// end when the proxy closes them (or the upstream does, by its answer or a crash).
+    pub fn open_proxied(&self) -> usize {
+        self.state.open_proxied.load(Ordering::SeqCst)
+    }
+
+    /// Lets every request held by `Answer::Held` so far be answered; requests held
+    /// later wait for the next release.
+    pub fn release(&self) {
+        self.state.releases.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Health-check requests received (answered or reset).
@@ -305,6 +327,9 @@ fn serve(state: &State, stream: &mut TcpStream, epoch: usize) -> End {
     let mut buf = Vec::new();
     let mut first = true;
     let mut answered = 0usize;
+    // Counts the connection in `open_proxied` from its first proxied request until
+    // this function returns, however it returns.
+    let mut _open: Option<OpenGuard<'_>> = None;
     loop {
         let req = match read_request(stream, &mut buf, &alive) {
             Ok(Some(r)) => r,
@@ -316,6 +341,7 @@ fn serve(state: &State, stream: &mut TcpStream, epoch: usize) -> End {
         }
         if first && !req.check {
             state.proxied_conns.fetch_add(1, Ordering::SeqCst);
+            _open = Some(OpenGuard::new(&state.open_proxied));
         }
         first = false;
         let crashed = state.crashed.load(Ordering::SeqCst);
@@ -336,6 +362,9 @@ fn serve(state: &State, stream: &mut TcpStream, epoch: usize) -> End {
             }
             continue;
         }
+        // Read before the request counts, so a release the test makes after seeing the
+        // count lets this request go.
+        let releases = state.releases.load(Ordering::SeqCst);
         state.requests.fetch_add(1, Ordering::SeqCst);
         state.seen.lock().unwrap().push(Seen {
             method: req.method,
@@ -386,11 +415,37 @@ fn serve(state: &State, stream: &mut TcpStream, epoch: usize) -> End {
                 }
                 Ok(())
             }
+            Answer::Held => {
+                let start = Instant::now();
+                while state.releases.load(Ordering::SeqCst) == releases {
+                    if !alive() || start.elapsed() >= IDLE {
+                        return End::Close;
+                    }
+                    std::thread::sleep(TICK);
+                }
+                fixed(stream, 200, format!("{}\n", state.name))
+            }
         };
         if sent.is_err() {
             return End::Close;
         }
         answered += 1;
+    }
+}
+
+/// Counts one open connection until dropped.
+struct OpenGuard<'a>(&'a AtomicUsize);
+
+impl<'a> OpenGuard<'a> {
+    fn new(count: &'a AtomicUsize) -> OpenGuard<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        OpenGuard(count)
+    }
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
