@@ -120,7 +120,9 @@ pub fn main() -> i32 {
                     return 1;
                 }
             };
-            info!("backend `{name}` listening on {listen}");
+            // The real address: `--listen 127.0.0.1:0` gets a free port.
+            let bound = listener.local_addr().unwrap_or(listen);
+            info!("backend `{name}` listening on {bound}");
             match backend::spawn(vec![(listener, name)]) {
                 Ok(handle) => {
                     let _ = handle.join();

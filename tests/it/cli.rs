@@ -1,7 +1,7 @@
 //! The real binary: `check` on good and bad configs, `run` with a bad config and with a
 //! good one, and the `backend` demo origin.
 
-use crate::support::{free_addr, poll_until, try_get, Mode, Upstream};
+use crate::support::{poll_until, try_get, Binary, Mode, Upstream};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -159,10 +159,34 @@ fn spawn(args: &[&str]) -> Killed {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the ringway binary"),
     )
+}
+
+/// The address a `ringway backend` child bound, from its first log line
+/// (`backend `x` listening on 127.0.0.1:PORT`); the child was told port 0.
+fn backend_addr(child: &mut Killed) -> SocketAddr {
+    use std::io::{BufRead, BufReader};
+    let stderr = child.0.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The read blocks until the line comes; the channel's timeout bounds the wait.
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stderr).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the backend logs its address");
+    let addr = line
+        .rsplit("listening on ")
+        .next()
+        .unwrap_or_default()
+        .trim();
+    addr.parse()
+        .unwrap_or_else(|e| panic!("no address in {line:?}: {e}"))
 }
 
 /// Polls `GET path` on `addr` until it answers, while checking the child is alive.
@@ -176,34 +200,79 @@ fn wait_until_serving(child: &mut Killed, addr: SocketAddr, path: &str) {
     assert!(up, "ringway did not answer on {addr} within 10 s");
 }
 
+/// A config listening on `listen` with one worker, routing everything to `upstream`.
+fn run_config(listen: &str, upstream: SocketAddr) -> String {
+    format!(
+        "[server]\nlisten = \"{listen}\"\nworkers = 1\n\
+         [upstreams.web]\nservers = [\"{upstream}\"]\n\
+         [[routes]]\nupstream = \"web\"\n"
+    )
+}
+
 #[test]
 fn run_serves_requests_on_the_configured_address() {
     let upstream = Upstream::start("origin", Mode::Ok);
-    let listen = free_addr();
-    let path = config_file(
-        "run-good",
-        &format!(
-            "[server]\nlisten = \"{listen}\"\nworkers = 1\n\
-             [upstreams.web]\nservers = [\"{}\"]\n\
-             [[routes]]\nupstream = \"web\"\n",
-            upstream.addr()
-        ),
-    );
-    let mut child = spawn(&["run", "-c", path.to_str().expect("UTF-8 path")]);
-    wait_until_serving(&mut child, listen, "/ready");
-    let r = try_get(listen, "/via-binary").expect("a response from the binary");
+    let proxy = Binary::start("cli-run-good", &run_config("127.0.0.1:0", upstream.addr()));
+    let r = try_get(proxy.addr(), "/via-binary").expect("a response from the binary");
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "origin: GET /via-binary\n");
     assert_eq!(r.headers.get("via"), Some("1.1 ringway"));
-    drop(child);
+}
+
+#[test]
+fn run_on_a_busy_port_names_server_listen_and_exits_64() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let busy = taken.local_addr().expect("local addr");
+    let upstream = Upstream::start("origin", Mode::Ok);
+    let path = config_file("busy-port", &run_config(&busy.to_string(), upstream.addr()));
+    let out = ringway(&["run", "-c", path.to_str().expect("UTF-8 path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "stderr: {stderr}");
+    for m in [
+        &path.display().to_string(),
+        "`server.listen`",
+        &busy.to_string(),
+    ] {
+        assert!(stderr.contains(m), "stderr should mention `{m}`: {stderr}");
+    }
     let _ = std::fs::remove_file(path);
 }
 
 #[test]
+fn a_bare_port_listens_on_every_interface_and_the_log_says_how() {
+    let upstream = Upstream::start("origin", Mode::Ok);
+    let proxy = Binary::start("cli-any", &run_config(":0", upstream.addr()));
+    let line = proxy.lines("listening on ").join("\n");
+    let dual = line.contains("(:0: all interfaces, IPv6 and IPv4)");
+    let v4_only = line.contains("(:0: all interfaces, IPv4 only: no IPv6 here)");
+    assert!(dual || v4_only, "{line}");
+    // IPv4 loopback reaches it either way: through the dual-stack socket, or the IPv4 one.
+    let port = proxy.addr().port();
+    let r = try_get(SocketAddr::from(([127, 0, 0, 1], port)), "/any").expect("an answer");
+    assert_eq!(r.status, 200);
+    if dual {
+        assert!(proxy.addr().is_ipv6(), "{line}");
+    }
+}
+
+#[test]
+fn forcing_the_epoll_driver_says_it_was_forced_not_unavailable() {
+    let upstream = Upstream::start("origin", Mode::Ok);
+    let config = run_config("127.0.0.1:0", upstream.addr());
+    let proxy = Binary::start_with_env("cli-legacy", &config, &[("RINGWAY_DRIVER", "legacy")]);
+    let log = proxy.log();
+    assert!(
+        log.contains("on the epoll driver (forced by RINGWAY_DRIVER=legacy)"),
+        "{log}"
+    );
+    assert!(!log.contains("unavailable"), "{log}");
+    assert_eq!(try_get(proxy.addr(), "/").expect("an answer").status, 200);
+}
+
+#[test]
 fn backend_answers_hello_and_health() {
-    let listen = free_addr();
-    let listen_text = listen.to_string();
-    let mut child = spawn(&["backend", "--listen", &listen_text, "--name", "x"]);
+    let mut child = spawn(&["backend", "--listen", "127.0.0.1:0", "--name", "x"]);
+    let listen = backend_addr(&mut child);
     wait_until_serving(&mut child, listen, "/health");
     let r = try_get(listen, "/").expect("a response from the backend");
     assert_eq!(r.status, 200);

@@ -79,15 +79,22 @@ pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A loopback address nothing listens on: a port bound, read back and released.
+/// A loopback address nothing listens on, and nothing can: a socket bound there but
+/// never listening (connects are refused) is held for the rest of the test process, so
+/// the port cannot be handed to anyone else meanwhile.
 pub fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr")
-}
-
-/// A free loopback port for a child process to listen on (bound and released).
-pub fn free_addr() -> SocketAddr {
-    dead_addr()
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    s.bind(&any.into()).expect("bind 127.0.0.1:0");
+    let addr = s
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("a bound address");
+    // Held, not closed: a few descriptors per test run.
+    std::mem::forget(s);
+    addr
 }
 
 /// `data` in chunks of the given sizes (cycled), the first with a chunk extension,
@@ -933,11 +940,17 @@ impl Binary {
     /// Writes `config` to a file named after `name`, runs the binary on it, and waits
     /// until every worker started; panics (with the log) if it exits first.
     pub fn start(name: &str, config: &str) -> Binary {
+        Binary::start_with_env(name, config, &[])
+    }
+
+    /// [`Binary::start`] with extra environment variables for the child.
+    pub fn start_with_env(name: &str, config: &str, env: &[(&str, &str)]) -> Binary {
         let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("it-{name}-{}.toml", std::process::id()));
         std::fs::write(&path, config).expect("write the config file");
         let mut child = Command::new(BIN)
             .args(["run", "-c", path.to_str().expect("UTF-8 path")])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
