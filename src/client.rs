@@ -1,12 +1,13 @@
 //! The downstream side of a connection: the client stream (plain TCP today; TLS adds a
 //! variant) and the facts about the connection that the request path needs (who the
-//! peer is, which listener it came in on, and so the scheme).
+//! peer is, which listener it came in on, and so the scheme and the worker).
 //!
 //! Every read from a client goes through [`ClientStream`], including the fast paths
 //! (readiness wait, one non-blocking read): no code outside this file touches the
 //! socket's descriptor, so an encrypted stream can never be read as plaintext.
 
 use crate::buf::{Buf, Fill};
+use crate::shard::Shard;
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelHandle, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
@@ -31,28 +32,56 @@ impl Scheme {
     }
 }
 
-/// What every connection accepted on one listener shares.
+/// One worker's listener, as every connection accepted on it sees it.
 #[derive(Debug)]
-pub struct ListenerInfo {
-    /// The listener's bound address.
+pub struct Listener {
+    /// The worker it belongs to.
+    pub shard: Rc<Shard>,
+    /// Its bound address.
     pub addr: SocketAddr,
     /// What it serves.
     pub scheme: Scheme,
 }
 
-/// Facts about one client connection.
-#[derive(Debug, Clone)]
+/// Facts about one client connection, alive exactly as long as the connection: made at
+/// accept, they count it as open on its worker until dropped (a drain waits for zero).
+///
+/// The worker is reached through the listener rather than held beside it: this struct
+/// is part of what every idle connection costs.
+#[derive(Debug)]
 pub struct ConnFacts {
     /// The client's address.
     pub peer: SocketAddr,
     /// The listener it came in on (shared by that listener's connections).
-    pub listener: Rc<ListenerInfo>,
+    listener: Rc<Listener>,
 }
 
 impl ConnFacts {
+    /// Facts for a connection from `peer` accepted on `listener`, counted as open.
+    pub fn new(peer: SocketAddr, listener: Rc<Listener>) -> ConnFacts {
+        listener.shard.conn_opened();
+        ConnFacts { peer, listener }
+    }
+
+    /// The worker serving the connection.
+    pub fn shard(&self) -> &Shard {
+        &self.listener.shard
+    }
+
+    /// The listener it came in on.
+    pub fn listener(&self) -> &Listener {
+        &self.listener
+    }
+
     /// The scheme requests on this connection use.
     pub fn scheme(&self) -> Scheme {
         self.listener.scheme
+    }
+}
+
+impl Drop for ConnFacts {
+    fn drop(&mut self) {
+        self.listener.shard.conn_closed();
     }
 }
 

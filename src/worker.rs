@@ -4,8 +4,8 @@
 //! listener changes, drain). The per-core state the connections share is the `Shard`.
 
 use crate::bus::{Bus, Inbox, Update};
-use crate::client::{ClientStream, ConnFacts, ListenerInfo, Scheme};
-use crate::proxy::{self, Counted};
+use crate::client::{ClientStream, ConnFacts, Listener, Scheme};
+use crate::proxy;
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 use crate::timer::TICK;
@@ -134,20 +134,14 @@ impl Listeners {
             canceller: Canceller::new(),
             stopped: Rc::new(Cell::new(false)),
         };
-        let info = Rc::new(ListenerInfo {
+        let info = Rc::new(Listener {
+            shard: shard.clone(),
             addr,
             scheme: Scheme::Http,
         });
         let (handle, stopped) = (accepting.canceller.handle(), accepting.stopped.clone());
         let running = Running::new(self.running.clone());
-        monoio::spawn(accept_loop(
-            shard.clone(),
-            listener,
-            info,
-            handle,
-            stopped,
-            running,
-        ));
+        monoio::spawn(accept_loop(listener, info, handle, stopped, running));
         self.loops.push(accepting);
         Ok(())
     }
@@ -271,9 +265,8 @@ fn apply(
 }
 
 async fn accept_loop(
-    shard: Rc<Shard>,
     listener: TcpListener,
-    info: Rc<ListenerInfo>,
+    info: Rc<Listener>,
     cancel: monoio::io::CancelHandle,
     stopped: Rc<Cell<bool>>,
     _running: Running,
@@ -284,12 +277,8 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 last_error = None;
                 // TCP_NODELAY is inherited from the listener (see `listen`).
-                let facts = ConnFacts {
-                    peer,
-                    listener: info.clone(),
-                };
-                let conn = Counted::new(shard.clone());
-                monoio::spawn(proxy::serve(conn, ClientStream::Plain(stream), facts));
+                let facts = ConnFacts::new(peer, info.clone());
+                monoio::spawn(proxy::serve(ClientStream::Plain(stream), facts));
             }
             Err(_) if stopped.get() => break,
             Err(e) => {
