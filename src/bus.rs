@@ -45,6 +45,11 @@ pub enum Update {
         /// Bound addresses to stop accepting on.
         remove: Arc<[SocketAddr]>,
     },
+    /// Send a copy of your counters (the admin API's status and metrics).
+    Scrape {
+        /// Where to send it.
+        reply: Sender<crate::metrics::WorkerStats>,
+    },
     /// Stop accepting, finish what is in flight, close the rest at `deadline`, exit.
     Drain {
         /// When connections still open are cut.

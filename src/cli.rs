@@ -164,7 +164,11 @@ fn run(
     blocked: Option<signals::Blocked>,
 ) -> i32 {
     let summary = config.summary();
-    let running = match server::start_with(config, Options { workers_override }) {
+    let options = Options {
+        workers_override,
+        config_path: Some(path.to_path_buf()),
+    };
+    let running = match server::start_with(config, options) {
         Ok(r) => r,
         Err(e @ StartError::Listen { .. }) => {
             eprintln!("ringway: {e}");
@@ -180,6 +184,9 @@ fn run(
             true => info!("listening on {addr}"),
             false => info!("listening on {addr} ({configured}: {note})"),
         }
+    }
+    if let Some(addr) = running.admin_addr() {
+        info!("admin API listening on {addr}");
     }
     info!("{summary}");
     crate::worker::log_drivers(running.drivers());

@@ -209,13 +209,19 @@ impl ProxyError {
     }
 }
 
-/// The standard reason phrase for the statuses the proxy itself produces.
+/// The standard reason phrase for the statuses the proxy and its admin API produce.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        422 => "Unprocessable Content",
         408 => "Request Timeout",
         499 => "Client Closed Request",
         414 => "URI Too Long",

@@ -32,6 +32,7 @@
 //! - [`health`]: passive health on workers, the active threshold, the state machine.
 //! - [`control`]: the control thread: reload, active checks, health transitions.
 //! - [`bus`]: broadcast of updates to every worker, reports to the control thread.
+//! - [`metrics`]: per-worker counters, copied to the control thread when scraped.
 //! - [`timer`]: coarse per-worker timers for every wait on the request path.
 //! - [`retry`]: the per-worker retry budget.
 //! - [`error`]: every request failure, its status and whether it may be retried.
@@ -54,6 +55,7 @@ pub mod health;
 pub mod http;
 pub mod listen;
 pub mod log;
+pub mod metrics;
 pub mod proxy;
 pub mod retry;
 pub mod route;

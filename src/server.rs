@@ -24,10 +24,12 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listen address could not be bound (a config problem: exit 64).
-    #[error("{origin}: `server.listen`: {source}")]
+    #[error("{origin}: `{key}`: {source}")]
     Listen {
         /// The config file.
         origin: String,
+        /// `server.listen` or `admin.listen`.
+        key: &'static str,
         /// The bind error.
         source: ListenError,
     },
@@ -63,6 +65,8 @@ pub struct Running {
     control: Control,
     /// `[server] shutdown_timeout` of the config in force (a reload may change it).
     shutdown_timeout: Cell<Duration>,
+    /// Where the admin API listens, when it does.
+    admin_addr: Option<SocketAddr>,
 }
 
 /// Options `start` takes beside the config.
@@ -70,6 +74,8 @@ pub struct Running {
 pub struct Options {
     /// `--workers`, kept over reloads of the file.
     pub workers_override: Option<usize>,
+    /// The file the config came from: what SIGHUP and `POST /reload` read again.
+    pub config_path: Option<PathBuf>,
 }
 
 /// Binds every listen address for every worker and starts the workers and the control
@@ -85,10 +91,20 @@ pub fn start_with(config: Config, options: Options) -> Result<Running, StartErro
     for &l in &config.server.listen {
         let b = listen::bind(l, workers).map_err(|source| StartError::Listen {
             origin: config.origin.clone(),
+            key: "server.listen",
             source,
         })?;
         bound.push(b);
     }
+    let admin = match &config.admin {
+        None => None,
+        Some(a) => Some(bind_admin(a.listen).map_err(|source| StartError::Listen {
+            origin: config.origin.clone(),
+            key: "admin.listen",
+            source,
+        })?),
+    };
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let mut registry = Registry::new();
     let snapshot = Arc::new(Snapshot::build(&config, 1, &mut registry));
     let (bus, inboxes, reports) = Bus::new(workers);
@@ -145,6 +161,8 @@ pub fn start_with(config: Config, options: Options) -> Result<Running, StartErro
         workers_override: options.workers_override,
         bus: bus.clone(),
         reports,
+        admin,
+        config_path: options.config_path,
         config,
     })
     .map_err(|e| StartError::Runtime(format!("cannot start the control thread: {e}")))?;
@@ -157,6 +175,7 @@ pub fn start_with(config: Config, options: Options) -> Result<Running, StartErro
         drivers: Vec::new(),
         control,
         shutdown_timeout,
+        admin_addr,
     };
     for _ in 0..workers {
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
@@ -166,6 +185,17 @@ pub fn start_with(config: Config, options: Options) -> Result<Running, StartErro
         }
     }
     Ok(running)
+}
+
+/// Binds the admin API's listener (one socket: the control thread serves it).
+fn bind_admin(addr: SocketAddr) -> Result<std::net::TcpListener, ListenError> {
+    let fail = |source| ListenError {
+        addr: addr.to_string(),
+        source,
+    };
+    let l = std::net::TcpListener::bind(addr).map_err(fail)?;
+    l.set_nonblocking(true).map_err(fail)?;
+    Ok(l)
 }
 
 /// Tells the main thread a worker ended, however it ended (a panic unwinds through here).
@@ -192,6 +222,11 @@ impl Running {
     /// `(configured, bound, note)` for each listen address at start, for the log.
     pub fn listeners(&self) -> &[(String, SocketAddr, &'static str)] {
         &self.addrs
+    }
+
+    /// Where the admin API listens (port 0 resolved), when `[admin]` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The driver each worker runs on.

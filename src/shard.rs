@@ -220,6 +220,7 @@ impl Shard {
     /// here and reported to the control thread, which logs it once and tells the other
     /// workers.
     pub fn failed(&self, server: &ServerLocal, group: &Upstream, reason: &'static str) {
+        server.count_failure();
         if let Some(down) = server.health.record_failure(group, self.now.get()) {
             self.bus.report(Report::Down {
                 generation: self.generation().snap.generation,
@@ -318,6 +319,22 @@ impl Shard {
     /// Client connections open now.
     pub fn open_conns(&self) -> u32 {
         self.open.get()
+    }
+
+    /// A copy of this worker's counters, for a scrape.
+    pub fn stats(&self, driver: crate::worker::Driver) -> crate::metrics::WorkerStats {
+        let current = self.generation();
+        crate::metrics::WorkerStats {
+            worker: self.id,
+            driver,
+            generation: current.snap.generation,
+            open_conns: self.open.get(),
+            servers: current
+                .groups
+                .iter()
+                .flat_map(|g| g.members.iter().map(|s| s.stats()))
+                .collect(),
+        }
     }
 
     /// Starts a graceful drain: requests in flight finish and answer

@@ -61,7 +61,7 @@ pub fn run(start: Startup) -> u32 {
         match uring_runtime() {
             Ok(mut rt) => {
                 let _ = start.ready.send(Ok(Driver::IoUring));
-                return rt.block_on(serve(start));
+                return rt.block_on(serve(start, Driver::IoUring));
             }
             Err(e) => warn!("io_uring runtime failed to start ({e}); falling back to epoll"),
         }
@@ -71,8 +71,9 @@ pub fn run(start: Startup) -> u32 {
         .build()
     {
         Ok(mut rt) => {
-            let _ = start.ready.send(Ok(Driver::Legacy { forced }));
-            rt.block_on(serve(start))
+            let driver = Driver::Legacy { forced };
+            let _ = start.ready.send(Ok(driver));
+            rt.block_on(serve(start, driver))
         }
         Err(e) => {
             let _ = start
@@ -189,7 +190,7 @@ fn stop(a: Accepting) {
     drop(a.canceller.cancel());
 }
 
-async fn serve(start: Startup) -> u32 {
+async fn serve(start: Startup, driver: Driver) -> u32 {
     let Startup {
         id,
         snapshot,
@@ -212,7 +213,12 @@ async fn serve(start: Startup) -> u32 {
         let now = Instant::now();
         shard.tick(now, SWEEP_EVERY);
         while let Some(update) = inbox.try_next() {
-            apply(&shard, &mut accepting, &mut deadline, update);
+            match update {
+                Update::Scrape { reply } => {
+                    let _ = reply.send(shard.stats(driver));
+                }
+                update => apply(&shard, &mut accepting, &mut deadline, update),
+            }
         }
         if let Some(d) = deadline {
             // The listening sockets must be closed before the runtime goes (else new
@@ -261,6 +267,8 @@ fn apply(
             shard.start_drain();
             *deadline = Some(d);
         }
+        // Answered by the caller, which knows the driver.
+        Update::Scrape { .. } => {}
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod raw;
 pub mod routes;
+pub mod show;
 pub mod units;
 pub mod upstream;
 
@@ -38,6 +39,27 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Some header edit uses `$request_id`: every request then gets an `X-Request-Id`.
     pub request_ids: bool,
+    /// `[admin]`: the admin API, when configured.
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`: where the admin API listens and the token it wants.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// The admin listener's address (port 0: any free port, chosen at bind).
+    pub listen: SocketAddr,
+    /// When set, every admin request needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    // The token is a secret: never in logs, `check` output or `GET /config`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// One `listen` entry.
@@ -407,13 +429,54 @@ impl Validator<'_> {
                 r.request_headers.uses(Var::RequestId) || r.response_headers.uses(Var::RequestId)
             });
 
+        let admin = match raw.admin {
+            None => None,
+            Some(a) => Some(self.admin(a)?),
+        };
         Ok(Config {
             origin: self.origin.to_string(),
             server,
             upstreams,
             routes,
             request_ids,
+            admin,
         })
+    }
+
+    /// `[admin]`: a loopback address, or any address with a token.
+    fn admin(&self, raw: Spanned<raw::RawAdmin>) -> Result<AdminConfig, ConfigError> {
+        let raw = raw.into_inner();
+        let span = raw.listen.span();
+        let listen = match resolve(raw.listen.get_ref()) {
+            Ok(a) => a,
+            Err(m) => return self.err(span, "admin.listen".into(), m),
+        };
+        let token = match raw.token {
+            None => None,
+            Some(t) => {
+                let bad =
+                    t.get_ref().is_empty() || !t.get_ref().bytes().all(|b| b.is_ascii_graphic());
+                if bad {
+                    return self.err(
+                        t.span(),
+                        "admin.token".into(),
+                        "must be non-empty printable ASCII without spaces".into(),
+                    );
+                }
+                Some(t.into_inner())
+            }
+        };
+        if token.is_none() && !listen.ip().is_loopback() {
+            return self.err(
+                span,
+                "admin.listen".into(),
+                format!(
+                    "`{listen}` is not a loopback address: set `admin.token` so that only \
+                     operators can reload or change upstreams"
+                ),
+            );
+        }
+        Ok(AdminConfig { listen, token })
     }
 }
 
@@ -551,6 +614,33 @@ upstream = "api"
         assert!(e.contains(":3") && e.contains("fortnights"), "{e}");
         let e = err("[server]\nlisten = \"127.0.0.1\"\n");
         assert!(e.contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn the_admin_listener_needs_a_token_off_loopback() {
+        let base = "[upstreams.w]\nservers=[\"127.0.0.1:1\"]\n[[routes]]\nupstream=\"w\"\n";
+        let c = Config::parse(&format!("{base}[admin]\nlisten = \"127.0.0.1:0\"\n"), "t").unwrap();
+        assert_eq!(c.admin.unwrap().token, None);
+        let e = err(&format!("{base}[admin]\nlisten = \"0.0.0.0:5555\"\n"));
+        assert!(
+            e.contains("admin.listen") && e.contains("admin.token"),
+            "{e}"
+        );
+        let c = Config::parse(
+            &format!("{base}[admin]\nlisten = \"0.0.0.0:5555\"\ntoken = \"s3cret\"\n"),
+            "t",
+        )
+        .unwrap();
+        let admin = c.admin.unwrap();
+        assert_eq!(admin.token.as_deref(), Some("s3cret"));
+        assert!(
+            !format!("{admin:?}").contains("s3cret"),
+            "the token is never printed"
+        );
+        let e = err(&format!(
+            "{base}[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"a b\"\n"
+        ));
+        assert!(e.contains("admin.token"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,15 @@ pub struct RawConfig {
     pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    pub admin: Option<Spanned<RawAdmin>>,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Spanned<String>,
+    pub token: Option<Spanned<String>>,
 }
 
 /// A value that may be written as one item or an array of items.

@@ -121,9 +121,11 @@ impl Table {
         }
     }
 
-    /// `id`'s state, when it is configured.
-    pub fn state(&self, id: ServerId) -> Option<&State> {
-        self.servers.get(&id).map(|t| t.machine.state())
+    /// `id`'s state and since when, when it is configured.
+    pub fn status(&self, id: ServerId) -> Option<(&State, Instant)> {
+        self.servers
+            .get(&id)
+            .map(|t| (t.machine.state(), t.machine.since()))
     }
 
     /// Logs an effect's transitions and broadcasts what workers must apply.

@@ -1,12 +1,14 @@
 //! The control thread: everything that is not request work. It owns the running config
 //! and the server-id registry, builds and publishes snapshots on reload ([`reload`]),
-//! runs the active health checks ([`checks`]), and is the one place health transitions
-//! are decided, logged once and broadcast ([`health`]).
+//! runs the active health checks ([`checks`]), is the one place health transitions
+//! are decided, logged once and broadcast ([`health`]), and serves the admin API
+//! ([`admin`]).
 //!
 //! It runs its own small monoio runtime on a thread of its own, never on a worker's
 //! core schedule. Workers report to it over the bus; the main thread sends it commands
 //! (reload, stop) through a channel and waits for the answer.
 
+pub mod admin;
 pub mod checks;
 pub mod health;
 pub mod reload;
@@ -22,10 +24,11 @@ use crossbeam_channel::{Receiver, Sender};
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How often reports and commands are drained and back-offs checked.
 const TICK: Duration = Duration::from_millis(20);
@@ -59,9 +62,22 @@ pub struct Setup {
     pub bus: Bus,
     /// Workers' reports.
     pub reports: Receiver<Report>,
+    /// The admin API's listener, bound by the main thread, when `[admin]` is set.
+    pub admin: Option<std::net::TcpListener>,
+    /// The file the config came from (what `POST /reload` reads), when there is one.
+    pub config_path: Option<PathBuf>,
 }
 
-/// The control thread's state.
+/// The last reload's outcome, for status.
+#[derive(Debug, Clone)]
+struct LastReload {
+    at: SystemTime,
+    /// The generation and summary, or the error.
+    result: Result<(u64, String), String>,
+}
+
+/// The control thread's state, shared by its loop and the admin API's connections
+/// (one thread: an `Rc<RefCell>`, never borrowed across an await).
 struct State {
     config: Config,
     snapshot: Arc<Snapshot>,
@@ -71,6 +87,9 @@ struct State {
     bus: Bus,
     health: Rc<RefCell<health::Table>>,
     checks: checks::Checks,
+    config_path: Option<PathBuf>,
+    started: Instant,
+    last_reload: Option<LastReload>,
 }
 
 /// A running control thread.
@@ -130,7 +149,7 @@ impl Drop for Control {
 async fn run(setup: Setup, commands: Receiver<Command>) {
     let now = Instant::now();
     let table = health::Table::new(setup.bus.clone(), &setup.snapshot, now);
-    let mut state = State {
+    let state = Rc::new(RefCell::new(State {
         health: Rc::new(RefCell::new(table)),
         checks: checks::Checks::default(),
         config: setup.config,
@@ -139,13 +158,28 @@ async fn run(setup: Setup, commands: Receiver<Command>) {
         listening: setup.listening,
         workers_override: setup.workers_override,
         bus: setup.bus,
+        config_path: setup.config_path,
+        started: now,
+        last_reload: None,
+    }));
+    {
+        let s = &mut *state.borrow_mut();
+        s.checks.sync(&s.snapshot, &s.health);
+    }
+    let admin = match setup.admin.map(monoio::net::TcpListener::from_std) {
+        Some(Ok(l)) => Some(admin::Admin::spawn(l, state.clone())),
+        Some(Err(e)) => {
+            error!("cannot serve the admin API: {e}");
+            None
+        }
+        None => None,
     };
-    state.checks.sync(&state.snapshot, &state.health);
     loop {
         monoio::time::sleep(TICK).await;
         let now = Instant::now();
         {
-            let mut table = state.health.borrow_mut();
+            let s = state.borrow();
+            let mut table = s.health.borrow_mut();
             while let Ok(report) = setup.reports.try_recv() {
                 table.report(report, now);
             }
@@ -154,12 +188,13 @@ async fn run(setup: Setup, commands: Receiver<Command>) {
         while let Ok(command) = commands.try_recv() {
             match command {
                 Command::Reload { source, reply } => {
-                    let result = state.reload(source);
-                    log_reload(&state, &result);
-                    let _ = reply.send(result);
+                    let _ = reply.send(state.borrow_mut().reload_and_log(source));
                 }
                 Command::Stop => {
-                    state.checks.stop_all();
+                    if let Some(a) = admin {
+                        a.stop();
+                    }
+                    state.borrow_mut().checks.stop_all();
                     return;
                 }
             }
@@ -167,16 +202,27 @@ async fn run(setup: Setup, commands: Receiver<Command>) {
     }
 }
 
-/// Logs a reload's result once, whoever asked for it.
-fn log_reload(state: &State, result: &Result<Reloaded, ReloadError>) {
-    match result {
-        Ok(r) => info!(
-            "reload: generation {} from {}: {}",
-            r.generation, state.config.origin, r.summary
-        ),
-        Err(e) => warn!(
-            "reload refused; generation {} keeps running: {e}",
-            state.snapshot.generation
-        ),
+impl State {
+    /// Reloads, logs the result once (whoever asked for it) and keeps it for status.
+    fn reload_and_log(&mut self, source: Source) -> Result<Reloaded, ReloadError> {
+        let result = self.reload(source);
+        match &result {
+            Ok(r) => info!(
+                "reload: generation {} from {}: {}",
+                r.generation, self.config.origin, r.summary
+            ),
+            Err(e) => warn!(
+                "reload refused; generation {} keeps running: {e}",
+                self.snapshot.generation
+            ),
+        }
+        self.last_reload = Some(LastReload {
+            at: SystemTime::now(),
+            result: match &result {
+                Ok(r) => Ok((r.generation, r.summary.clone())),
+                Err(e) => Err(e.to_string()),
+            },
+        });
+        result
     }
 }

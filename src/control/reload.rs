@@ -86,6 +86,15 @@ impl State {
                 ),
             });
         }
+        let admin = |c: &Config| c.admin.as_ref().map(|a| a.listen);
+        if admin(&config) != admin(&self.config) {
+            return Err(ReloadError::NeedsRestart {
+                origin: config.origin.clone(),
+                key: "admin.listen",
+                message: "the admin listener cannot move or be added or removed without a restart"
+                    .into(),
+            });
+        }
         let (mut added, removed) = self.bind_new_listeners(&config)?;
         let summary = describe_changes(&self.config, &config, &added, &removed);
         let generation = self.snapshot.generation + 1;

@@ -25,6 +25,14 @@ pub enum Var {
 }
 
 impl Var {
+    /// The variable's name, without `$`.
+    pub fn name(self) -> &'static str {
+        Var::NAMES
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("?", |(n, _)| n)
+    }
+
     const NAMES: [(&'static str, Var); 6] = [
         ("remote_addr", Var::RemoteAddr),
         ("remote_port", Var::RemotePort),

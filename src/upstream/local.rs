@@ -43,6 +43,10 @@ pub struct ServerLocal {
     latency_at: Cell<Option<Instant>>,
     /// No longer in the config: in-flight requests finish, nothing is pooled.
     retired: Cell<bool>,
+    /// Attempts sent to it, for status and metrics.
+    requests: Cell<u64>,
+    /// Failures counted against it, for status and metrics.
+    failures: Cell<u64>,
 }
 
 impl ServerLocal {
@@ -59,12 +63,31 @@ impl ServerLocal {
             latency: Cell::new(0.0),
             latency_at: Cell::new(None),
             retired: Cell::new(false),
+            requests: Cell::new(0),
+            failures: Cell::new(0),
         }
     }
 
     /// A request to it starts: counts toward `least_conn`, `p2c` and `max_connections`.
     pub fn start(&self) {
         self.inflight.set(self.inflight.get() + 1);
+        self.requests.set(self.requests.get() + 1);
+    }
+
+    /// A failure was counted against it.
+    pub fn count_failure(&self) {
+        self.failures.set(self.failures.get() + 1);
+    }
+
+    /// Its counters, for a scrape.
+    pub fn stats(&self) -> crate::metrics::ServerStats {
+        crate::metrics::ServerStats {
+            id: self.id,
+            in_flight: self.inflight.get(),
+            pooled: self.idle.len() as u32,
+            requests: self.requests.get(),
+            failures: self.failures.get(),
+        }
     }
 
     /// A request started with [`ServerLocal::start`] ended, however it ended.

@@ -1,0 +1,356 @@
+//! The admin API through real HTTP, against the real binary: `/status` (fields, and
+//! counts that move with traffic and health), `/config` (secrets redacted), `POST
+//! /reload` (good and bad files), the bearer token, and the error answers (401, 404,
+//! 405 with `Allow`); `check` refusing a non-loopback admin listener without a token,
+//! and `run` naming `admin.listen` when its port is taken.
+//!
+//! The admin port is read from the log (`admin API listening on ADDR`), like the proxy's.
+
+use crate::support::{dead_addr, poll_until, Binary, Client, Mode, Response, Upstream, BIN};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Bound for every wait on the proxy: generous, since the machine may be busy.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A config: `workers`, one group `web` over `servers` with `extra`, routed from `/`,
+/// and `[admin]` on a free loopback port with `admin_extra`.
+fn config(workers: usize, servers: &[SocketAddr], extra: &str, admin_extra: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = {workers}\n\n\
+         [upstreams.web]\nservers = [{}]\n{extra}\n\n\
+         [[routes]]\npath_prefix = \"/\"\nupstream = \"web\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n{admin_extra}\n",
+        list.join(", ")
+    )
+}
+
+/// The admin API's address, from the log.
+fn admin_addr(proxy: &Binary) -> SocketAddr {
+    let lines = proxy.lines("admin API listening on ");
+    let line = lines.first().expect("an admin listen line");
+    let addr = line
+        .rsplit("listening on ")
+        .next()
+        .unwrap_or_default()
+        .trim();
+    addr.parse()
+        .unwrap_or_else(|e| panic!("no address in {line:?}: {e}"))
+}
+
+/// One admin request on a fresh connection; `auth` is the whole Authorization value.
+fn call(admin: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> Response {
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let mut c = Client::connect(admin);
+    let body = if method == "POST" {
+        "Content-Length: 0\r\n"
+    } else {
+        ""
+    };
+    c.request(
+        format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}{body}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+}
+
+/// The response's body as JSON (asserting the content type).
+fn json(r: &Response) -> Value {
+    assert_eq!(
+        r.headers.get("content-type"),
+        Some("application/json"),
+        "{r:?}"
+    );
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.text()))
+}
+
+/// GET /status as JSON (no token).
+fn status(admin: SocketAddr) -> Value {
+    let r = call(admin, "GET", "/status", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    json(&r)
+}
+
+/// The `/status` entry of the server at `addr`.
+fn server(status: &Value, addr: SocketAddr) -> Value {
+    status["upstreams"]["web"]["servers"]
+        .as_array()
+        .expect("a server list")
+        .iter()
+        .find(|s| s["addr"] == addr.to_string())
+        .cloned()
+        .unwrap_or_else(|| panic!("no server {addr} in {status}"))
+}
+
+#[test]
+fn status_reports_the_process_and_counts_every_servers_requests_across_workers() {
+    let a = Upstream::start("a", Mode::Ok);
+    let b = Upstream::start("b", Mode::Ok);
+    let proxy = Binary::start("admin-status", &config(2, &[a.addr(), b.addr()], "", ""));
+    let admin = admin_addr(&proxy);
+    const N: usize = 40;
+    for i in 0..N {
+        // Fresh connections, so both workers serve some.
+        let r = crate::support::try_get(proxy.addr(), &format!("/s/{i}")).expect("an answer");
+        assert_eq!(r.status, 200);
+    }
+    let s = status(admin);
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(s["workers"], 2);
+    assert_eq!(s["workers_answering"], 2, "{s}");
+    assert!(
+        ["io_uring", "epoll"].contains(&s["driver"].as_str().unwrap_or("")),
+        "{s}"
+    );
+    assert_eq!(s["generation"], 1);
+    assert!(
+        s["uptime_seconds"].as_f64().is_some_and(|u| u >= 0.0),
+        "{s}"
+    );
+    let (sa, sb) = (server(&s, a.addr()), server(&s, b.addr()));
+    for srv in [&sa, &sb] {
+        assert_eq!(srv["state"], "up", "{srv}");
+        assert_eq!(srv["reason"], Value::Null);
+        assert_eq!(srv["in_flight"], 0, "{srv}");
+        assert_eq!(srv["errors"], 0, "{srv}");
+    }
+    let requests = sa["requests"].as_u64().unwrap() + sb["requests"].as_u64().unwrap();
+    assert_eq!(requests as usize, a.requests() + b.requests());
+    assert_eq!(requests as usize, N, "{s}");
+    let pooled = sa["pooled"].as_u64().unwrap() + sb["pooled"].as_u64().unwrap();
+    assert!(
+        pooled >= 1,
+        "keep-alive connections to the upstreams are pooled: {s}"
+    );
+}
+
+#[test]
+fn a_server_marked_down_shows_down_with_its_reason_and_error_count() {
+    let live = Upstream::start("live", Mode::Ok);
+    let dead = dead_addr();
+    let extra = "max_fails = 1\nbackoff = [\"60s\"]";
+    let proxy = Binary::start("admin-down", &config(1, &[dead, live.addr()], extra, ""));
+    let admin = admin_addr(&proxy);
+    let mut c = Client::connect(proxy.addr());
+    for i in 0..4 {
+        assert_eq!(
+            c.get(&format!("/d/{i}")).status,
+            200,
+            "connect failures fail over"
+        );
+    }
+    let down = poll_until(PATIENCE, || server(&status(admin), dead)["state"] == "down");
+    assert!(down, "{}", status(admin));
+    let srv = server(&status(admin), dead);
+    let reason = srv["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("connect failed") && reason.contains("step 1"),
+        "{srv}"
+    );
+    assert_eq!(srv["errors"], 1, "{srv}");
+    assert!(srv["since_seconds"].as_f64().is_some(), "{srv}");
+    assert_eq!(server(&status(admin), live.addr())["state"], "up");
+}
+
+#[test]
+fn a_token_is_required_when_configured_and_checked_whole() {
+    let up = Upstream::start("up", Mode::Ok);
+    let proxy = Binary::start(
+        "admin-token",
+        &config(1, &[up.addr()], "", "token = \"s3cret-token\""),
+    );
+    let admin = admin_addr(&proxy);
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer s3cret"),
+        Some("Basic s3cret-token"),
+    ] {
+        let r = call(admin, "GET", "/status", auth);
+        assert_eq!(r.status, 401, "{auth:?}: {}", r.text());
+        assert!(
+            r.headers
+                .get("www-authenticate")
+                .is_some_and(|v| v.starts_with("Bearer")),
+            "{r:?}"
+        );
+        assert!(json(&r)["error"].as_str().is_some());
+    }
+    let r = call(admin, "GET", "/nope", None);
+    assert_eq!(r.status, 401, "the token is checked before the path");
+    let r = call(admin, "GET", "/status", Some("Bearer s3cret-token"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = call(admin, "GET", "/config", Some("Bearer s3cret-token"));
+    assert_eq!(r.status, 200);
+    assert!(
+        !r.text().contains("s3cret-token"),
+        "the token is redacted: {}",
+        r.text()
+    );
+    assert_eq!(json(&r)["config"]["admin"]["token"], "<redacted>");
+}
+
+#[test]
+fn unknown_paths_wrong_methods_and_bad_requests_get_json_errors() {
+    let up = Upstream::start("up", Mode::Ok);
+    let proxy = Binary::start("admin-errors", &config(1, &[up.addr()], "", ""));
+    let admin = admin_addr(&proxy);
+    let r = call(admin, "GET", "/nope", None);
+    assert_eq!(r.status, 404);
+    assert!(json(&r)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("/nope"));
+    for (method, path, allow) in [
+        ("POST", "/status", "GET, HEAD"),
+        ("DELETE", "/config", "GET, HEAD"),
+        ("GET", "/reload", "POST"),
+    ] {
+        let r = call(admin, method, path, None);
+        assert_eq!(r.status, 405, "{method} {path}");
+        assert_eq!(r.headers.get("allow"), Some(allow), "{method} {path}");
+        assert!(json(&r)["error"].as_str().is_some());
+    }
+    let mut c = Client::connect(admin);
+    let r = c.request(b"GET /status HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+    assert_eq!(r.status, 400);
+    assert!(json(&r)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("Host"));
+    // HEAD has the headers of GET and no body.
+    let mut c = Client::connect(admin);
+    c.send(b"HEAD /status HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = c.read_head_response();
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+}
+
+#[test]
+fn config_shows_the_config_in_force_with_defaults_and_credentials_redacted() {
+    let up = Upstream::start("up", Mode::Ok);
+    let mut text = config(1, &[up.addr()], "retries = 5", "");
+    text = text.replace(
+        "workers = 1\n",
+        "workers = 1\nrequest_headers = { set = { Authorization = \"Bearer upstream-secret\", \"X-Env\" = \"prod\" } }\n",
+    );
+    let proxy = Binary::start("admin-config", &text);
+    let r = call(admin_addr(&proxy), "GET", "/config", None);
+    assert_eq!(r.status, 200);
+    assert!(!r.text().contains("upstream-secret"), "{}", r.text());
+    let v = json(&r);
+    assert_eq!(v["generation"], 1);
+    let c = &v["config"];
+    assert_eq!(
+        c["server"]["request_headers"]["set"]["Authorization"],
+        "<redacted>"
+    );
+    assert_eq!(c["server"]["request_headers"]["set"]["X-Env"], "prod");
+    assert_eq!(c["upstreams"]["web"]["retries"], 5);
+    assert_eq!(
+        c["upstreams"]["web"]["connect_timeout"], "3s",
+        "defaults are shown"
+    );
+    assert_eq!(c["routes"][0]["upstream"], "web");
+}
+
+#[test]
+fn post_reload_answers_the_new_generation_or_the_error_and_status_shows_it() {
+    let a = Upstream::start("a", Mode::Ok);
+    let b = Upstream::start("b", Mode::Ok);
+    let proxy = Binary::start("admin-reload", &config(1, &[a.addr()], "", ""));
+    let admin = admin_addr(&proxy);
+
+    proxy.rewrite_config(&config(1, &[a.addr(), b.addr()], "", ""));
+    let r = call(admin, "POST", "/reload", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = json(&r);
+    assert_eq!(v["generation"], 2);
+    let summary = v["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains(&format!("servers added: web {}", b.addr())),
+        "{v}"
+    );
+    let s = status(admin);
+    assert_eq!(s["generation"], 2);
+    assert_eq!(s["last_reload"]["ok"], true);
+    assert_eq!(server(&s, b.addr())["state"], "up");
+
+    // A syntax error is a 400, an invalid value a 422; both name the file and line.
+    let file = proxy.config_path().display().to_string();
+    for (text, want, mention) in [
+        (
+            "[server\nlisten = \"127.0.0.1:0\"\n".to_string(),
+            400,
+            format!("{file}:1"),
+        ),
+        (
+            config(1, &[a.addr()], "", "").replace("upstream = \"web\"", "upstream = \"nope\""),
+            422,
+            "routes[0].upstream".to_string(),
+        ),
+    ] {
+        proxy.rewrite_config(&text);
+        let r = call(admin, "POST", "/reload", None);
+        assert_eq!(r.status, want, "{}", r.text());
+        let error = json(&r)["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(&file) && error.contains(&mention), "{error}");
+        let s = status(admin);
+        assert_eq!(s["generation"], 2, "the running config stays");
+        assert_eq!(s["last_reload"]["ok"], false);
+    }
+    assert_eq!(
+        crate::support::try_get(proxy.addr(), "/still").map(|r| r.status),
+        Some(200)
+    );
+}
+
+#[test]
+fn check_refuses_a_non_loopback_admin_listener_without_a_token() {
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("it-admin-open-{}.toml", std::process::id()));
+    let text = config(1, &["127.0.0.1:9".parse().unwrap()], "", "").replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        "[admin]\nlisten = \"0.0.0.0:5555\"",
+    );
+    std::fs::write(&path, text).expect("write the config");
+    let out = Command::new(BIN)
+        .args(["check", "-c", path.to_str().expect("UTF-8 path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("admin.listen") && stderr.contains("admin.token"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn run_names_admin_listen_when_its_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = taken.local_addr().expect("addr");
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("it-admin-busy-{}.toml", std::process::id()));
+    let text = config(1, &["127.0.0.1:9".parse().unwrap()], "", "").replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("[admin]\nlisten = \"{busy}\""),
+    );
+    std::fs::write(&path, text).expect("write the config");
+    let out = Command::new(BIN)
+        .args(["run", "-c", path.to_str().expect("UTF-8 path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("`admin.listen`") && stderr.contains(&busy.to_string()),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(path);
+}
