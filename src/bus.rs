@@ -38,6 +38,15 @@ pub enum Update {
         /// Whether it passes its checks now.
         up: bool,
     },
+    /// An operator marked the server down (`true`) or lifted that (`false`).
+    Manual {
+        /// The generation it was decided in.
+        generation: u64,
+        /// Which server.
+        server: ServerId,
+        /// Marked down.
+        down: bool,
+    },
     /// Listeners change: stop accepting on `remove`, start on the ones handed over.
     Listen {
         /// One socket set per worker, taken by that worker.

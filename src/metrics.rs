@@ -19,6 +19,8 @@ pub struct ServerStats {
     pub requests: u64,
     /// Failures counted against it (passive health's failures).
     pub failures: u64,
+    /// A reload removed it and requests to it are still in flight.
+    pub draining: bool,
 }
 
 /// What one worker reports when scraped.

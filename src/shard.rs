@@ -83,6 +83,8 @@ pub struct Shard {
     current: RefCell<Rc<Generation>>,
     /// Every server of the current generation, by `ServerId` index.
     servers: RefCell<Vec<Option<Rc<ServerLocal>>>>,
+    /// Servers a reload removed that still have requests in flight (shown as draining).
+    retired: RefCell<Vec<Rc<ServerLocal>>>,
     /// Unique per worker run: the first half of generated request ids.
     id_prefix: u64,
     /// Requests given an id so far: the second half.
@@ -116,6 +118,7 @@ impl Shard {
                 groups: Vec::new(),
             })),
             servers: RefCell::new(Vec::new()),
+            retired: RefCell::new(Vec::new()),
             id_prefix: id_prefix(id),
             id_seq: Cell::new(0),
             now: Cell::new(now),
@@ -183,9 +186,14 @@ impl Shard {
                 budget,
             });
         }
+        let mut retired = self.retired.borrow_mut();
+        retired.retain(|s| s.inflight() > 0);
         for gone in servers.iter().flatten() {
             if next.get(gone.id.index()).is_none_or(Option::is_none) {
                 gone.retire();
+                if gone.inflight() > 0 {
+                    retired.push(gone.clone());
+                }
             }
         }
         *servers = next;
@@ -213,6 +221,13 @@ impl Shard {
             if s.health.apply_active(up) {
                 s.ramp_up(self.now.get());
             }
+        }
+    }
+
+    /// Applies an operator's mark-down (or its lifting).
+    pub fn apply_manual(&self, id: ServerId, generation: u64, down: bool) {
+        if let Some(s) = self.server(id, generation) {
+            s.health.set_manual_down(down);
         }
     }
 
@@ -332,9 +347,17 @@ impl Shard {
             servers: current
                 .groups
                 .iter()
-                .flat_map(|g| g.members.iter().map(|s| s.stats()))
+                .flat_map(|g| g.members.iter())
+                .chain(self.removed_in_flight().iter())
+                .map(|s| s.stats())
                 .collect(),
         }
+    }
+
+    /// Removed servers that still have requests in flight on this worker.
+    fn removed_in_flight(&self) -> std::cell::Ref<'_, Vec<Rc<ServerLocal>>> {
+        self.retired.borrow_mut().retain(|s| s.inflight() > 0);
+        self.retired.borrow()
     }
 
     /// Starts a graceful drain: requests in flight finish and answer

@@ -252,6 +252,11 @@ fn apply(
             server,
             up,
         } => shard.apply_active(server, generation, up),
+        Update::Manual {
+            generation,
+            server,
+            down,
+        } => shard.apply_manual(server, generation, down),
         Update::Listen { add, remove } => {
             for addr in remove.iter() {
                 accepting.remove(*addr);

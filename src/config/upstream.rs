@@ -211,6 +211,26 @@ pub struct Server {
     pub backup: bool,
 }
 
+impl Upstream {
+    /// A group named `name` of one server, every other setting at its default: what
+    /// `[upstreams.NAME] servers = ["ADDR"]` gives. For groups the admin API creates.
+    pub fn with_defaults(name: &str, server: Server) -> Upstream {
+        let raw: RawUpstream = toml::from_str("servers = [\"127.0.0.1:1\"]")
+            // A fixed, valid table: the test below parses the same text.
+            .expect("a one-server upstream table parses");
+        let v = Validator {
+            text: "",
+            origin: "admin API",
+        };
+        let mut up = v
+            .upstream(name.to_string(), raw)
+            // Every default is valid: `a_default_group_has_every_default` checks it.
+            .expect("defaults validate");
+        up.servers = vec![server];
+        up
+    }
+}
+
 impl Validator<'_> {
     /// Validates one `[upstreams.NAME]` table.
     pub(super) fn upstream(&self, name: String, up: RawUpstream) -> Result<Upstream, ConfigError> {
@@ -498,6 +518,22 @@ fn parse_statuses(spec: &StatusSpec) -> Result<Vec<(u16, u16)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_default_group_has_every_default() {
+        let server = Server {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            weight: 2,
+            max_connections: None,
+            backup: false,
+        };
+        let up = Upstream::with_defaults("svc-v1", server.clone());
+        assert_eq!(up.name, "svc-v1");
+        assert_eq!(up.servers, [server]);
+        assert_eq!(up.balance, Balance::RoundRobin);
+        assert_eq!(up.retries, 2);
+        assert_eq!(up.connect_timeout, Duration::from_secs(3));
+    }
 
     #[test]
     fn status_specs_parse_as_ranges() {

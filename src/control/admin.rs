@@ -8,6 +8,7 @@
 //!   summed over the workers by a scrape.
 //! - `GET /config`: the config in force, secrets redacted.
 //! - `POST /reload`: what SIGHUP does, answered with the result.
+//! - `/upstreams...`: the runtime registry ([`super::registry`]).
 //!
 //! Errors are JSON with a message: 401 (token), 404 (path), 405 (method, with `Allow`),
 //! 400 (bad request), 411 (a body without Content-Length), 413 (body too large).
@@ -81,16 +82,19 @@ impl Admin {
 }
 
 /// One admin request, owned (the connection buffer is reused for the next one).
-struct Request {
-    method: String,
-    path: String,
+pub(super) struct Request {
+    /// The method token.
+    pub method: String,
+    /// The path (admin paths are plain: no normalizing).
+    pub path: String,
     authorization: Option<Vec<u8>>,
-    body: Vec<u8>,
+    /// The body (Content-Length framing only).
+    pub body: Vec<u8>,
     keep_alive: bool,
 }
 
 /// One admin response.
-struct Response {
+pub(super) struct Response {
     status: u16,
     body: Value,
     /// `Allow` for a 405.
@@ -98,7 +102,8 @@ struct Response {
 }
 
 impl Response {
-    fn json(status: u16, body: Value) -> Response {
+    /// `status` with a JSON body.
+    pub(super) fn json(status: u16, body: Value) -> Response {
         Response {
             status,
             body,
@@ -106,8 +111,17 @@ impl Response {
         }
     }
 
-    fn error(status: u16, message: impl Into<String>) -> Response {
+    /// An error: `{"error": message, "status": status}`.
+    pub(super) fn error(status: u16, message: impl Into<String>) -> Response {
         Response::json(status, json!({ "error": message.into(), "status": status }))
+    }
+
+    /// A 405 naming the methods the endpoint takes (also in `Allow`).
+    pub(super) fn method_not_allowed(allow: &'static str) -> Response {
+        Response {
+            allow: Some(allow),
+            ..Response::error(405, format!("this endpoint takes {allow}"))
+        }
     }
 }
 
@@ -263,19 +277,15 @@ async fn handle(state: &Rc<RefCell<State>>, req: &Request) -> Response {
         ("/status", true, _) => status(state).await,
         ("/config", true, _) => config(state),
         ("/reload", _, "POST") => reload(state),
-        ("/status" | "/config", false, _) => method_not_allowed("GET, HEAD"),
-        ("/reload", _, _) => method_not_allowed("POST"),
+        ("/status" | "/config", false, _) => Response::method_not_allowed("GET, HEAD"),
+        ("/reload", _, _) => Response::method_not_allowed("POST"),
+        (path, _, _) if path == "/upstreams" || path.starts_with("/upstreams/") => {
+            super::registry::handle(state, req).await
+        }
         (path, _, _) => Response::error(
             404,
-            format!("no admin endpoint `{path}`; see /status, /config, /reload"),
+            format!("no admin endpoint `{path}`; see /status, /config, /reload, /upstreams"),
         ),
-    }
-}
-
-fn method_not_allowed(allow: &'static str) -> Response {
-    Response {
-        allow: Some(allow),
-        ..Response::error(405, format!("this endpoint takes {allow}"))
     }
 }
 
@@ -312,37 +322,7 @@ async fn status(state: &Rc<RefCell<State>>) -> Response {
             Driver::Legacy { .. } => "epoll",
         })
         .collect();
-    let table = s.health.borrow();
-    let mut upstreams = Map::new();
-    for group in &s.snapshot.groups {
-        let servers: Vec<Value> = group
-            .members
-            .iter()
-            .zip(&group.upstream.servers)
-            .map(|(m, srv)| {
-                let sum =
-                    |f: fn(&crate::metrics::ServerStats) -> u64| WorkerStats::sum(&stats, m.id, f);
-                let (state_word, reason, since) = match table.status(m.id) {
-                    Some((h, since)) => (h.word(), reason(h, now), Some(now - since)),
-                    None => ("unknown", None, None),
-                };
-                json!({
-                    "addr": srv.addr.to_string(),
-                    "id": m.id.get(),
-                    "weight": srv.weight,
-                    "backup": srv.backup,
-                    "state": state_word,
-                    "reason": reason,
-                    "since_seconds": since.map(|d| round(d.as_secs_f64())),
-                    "in_flight": sum(|x| u64::from(x.in_flight)),
-                    "pooled": sum(|x| u64::from(x.pooled)),
-                    "requests": sum(|x| x.requests),
-                    "errors": sum(|x| x.failures),
-                })
-            })
-            .collect();
-        upstreams.insert(group.upstream.name.clone(), json!({ "servers": servers }));
-    }
+    let upstreams = servers_json(&s, &stats, now);
     let last_reload = s.last_reload.as_ref().map(|r| {
         let at =
             r.at.duration_since(SystemTime::UNIX_EPOCH)
@@ -371,6 +351,93 @@ async fn status(state: &Rc<RefCell<State>>) -> Response {
     )
 }
 
+/// Every group and its servers as `/status` and `/upstreams` show them: configured
+/// servers with their state and counts, then servers a change removed that still
+/// finish requests (`"state": "draining"`).
+pub(super) fn servers_json(s: &State, stats: &[WorkerStats], now: Instant) -> Map<String, Value> {
+    let table = s.health.borrow();
+    let mut upstreams = Map::new();
+    for group in &s.snapshot.groups {
+        let servers: Vec<Value> = group
+            .members
+            .iter()
+            .zip(&group.upstream.servers)
+            .map(|(m, srv)| {
+                let (word, why, since) = match table.status(m.id) {
+                    Some((h, since)) => (h.word(), reason(&h, now), Some(now - since)),
+                    None => ("unknown", None, None),
+                };
+                let mut v = counts(stats, m.id);
+                let extra = json!({
+                    "addr": srv.addr.to_string(),
+                    "weight": srv.weight,
+                    "backup": srv.backup,
+                    "state": word,
+                    "reason": why,
+                    "since_seconds": since.map(|d| round(d.as_secs_f64())),
+                });
+                merge(&mut v, extra);
+                v
+            })
+            .collect();
+        let balance = crate::config::Balance::ALL
+            .iter()
+            .find(|(_, b)| *b == group.upstream.balance)
+            .map_or("?", |(n, _)| n);
+        upstreams.insert(
+            group.upstream.name.clone(),
+            json!({ "balance": balance, "servers": servers }),
+        );
+    }
+    // Removed servers still finishing requests on some worker.
+    let mut draining: Vec<crate::upstream::ServerId> = stats
+        .iter()
+        .flat_map(|w| w.servers.iter().filter(|x| x.draining).map(|x| x.id))
+        .collect();
+    draining.sort();
+    draining.dedup();
+    for id in draining {
+        let Some((group, addr)) = s.registry.key(id) else {
+            continue;
+        };
+        let mut v = counts(stats, id);
+        merge(
+            &mut v,
+            json!({
+                "addr": addr.to_string(),
+                "state": "draining",
+                "reason": "removed; its in-flight requests finish, nothing new is sent",
+            }),
+        );
+        let entry = upstreams
+            .entry(group.to_string())
+            .or_insert_with(|| json!({ "servers": [] }));
+        if let Some(list) = entry["servers"].as_array_mut() {
+            list.push(v);
+        }
+    }
+    upstreams
+}
+
+/// A server's counts, summed over the workers.
+fn counts(stats: &[WorkerStats], id: crate::upstream::ServerId) -> Value {
+    let sum = |f: fn(&crate::metrics::ServerStats) -> u64| WorkerStats::sum(stats, id, f);
+    json!({
+        "id": id.get(),
+        "in_flight": sum(|x| u64::from(x.in_flight)),
+        "pooled": sum(|x| u64::from(x.pooled)),
+        "requests": sum(|x| x.requests),
+        "errors": sum(|x| x.failures),
+    })
+}
+
+/// Adds `extra`'s fields to the object `v`.
+fn merge(v: &mut Value, extra: Value) {
+    if let (Some(v), Value::Object(extra)) = (v.as_object_mut(), extra) {
+        v.extend(extra);
+    }
+}
+
 /// Why a server is in its state, for status.
 fn reason(h: &Health, now: Instant) -> Option<String> {
     match h {
@@ -386,6 +453,7 @@ fn reason(h: &Health, now: Instant) -> Option<String> {
         )),
         Health::Down(Cause::Active(why)) => Some(why.clone()),
         Health::Down(Cause::NotChecked) => Some("start = \"down\": no check passed yet".into()),
+        Health::Down(Cause::Manual) => Some("marked down through the admin API".into()),
     }
 }
 

@@ -106,6 +106,15 @@ impl Table {
         self.emit(id, &name, effect);
     }
 
+    /// An operator marks `id` down or lifts that; `None` when it is not configured.
+    pub fn set_manual(&mut self, id: ServerId, down: bool, now: Instant) -> Option<State> {
+        let t = self.servers.get_mut(&id)?;
+        let effect = t.machine.set_manual(down, now);
+        let (name, state) = (t.name.clone(), t.machine.state());
+        self.emit(id, &name, effect);
+        Some(state)
+    }
+
     /// Time passed: back-offs may have ended.
     pub fn tick(&mut self, now: Instant) {
         let ended: Vec<(ServerId, String, Effect)> = self
@@ -122,7 +131,7 @@ impl Table {
     }
 
     /// `id`'s state and since when, when it is configured.
-    pub fn status(&self, id: ServerId) -> Option<(&State, Instant)> {
+    pub fn status(&self, id: ServerId) -> Option<(State, Instant)> {
         self.servers
             .get(&id)
             .map(|t| (t.machine.state(), t.machine.since()))
@@ -148,6 +157,11 @@ impl Table {
                 generation,
                 server: id,
                 up,
+            }),
+            Some(Broadcast::Manual(down)) => self.bus.broadcast(Update::Manual {
+                generation,
+                server: id,
+                down,
             }),
             None => {}
         }

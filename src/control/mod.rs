@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod checks;
 pub mod health;
+pub mod registry;
 pub mod reload;
 
 pub use reload::{ReloadError, Reloaded, Source};
@@ -205,12 +206,13 @@ async fn run(setup: Setup, commands: Receiver<Command>) {
 impl State {
     /// Reloads, logs the result once (whoever asked for it) and keeps it for status.
     fn reload_and_log(&mut self, source: Source) -> Result<Reloaded, ReloadError> {
+        let what = match &source {
+            Source::Registry(_) => "registry change through the admin API".to_string(),
+            _ => format!("reload from {}", self.config.origin),
+        };
         let result = self.reload(source);
         match &result {
-            Ok(r) => info!(
-                "reload: generation {} from {}: {}",
-                r.generation, self.config.origin, r.summary
-            ),
+            Ok(r) => info!("{what}: generation {}: {}", r.generation, r.summary),
             Err(e) => warn!(
                 "reload refused; generation {} keeps running: {e}",
                 self.snapshot.generation

@@ -19,8 +19,10 @@ use std::time::Instant;
 pub enum Source {
     /// The file the running config came from (SIGHUP, the admin API).
     File(PathBuf),
-    /// A config built in process (tests, the admin API's registry changes).
+    /// A config built in process (tests).
     Config(Box<Config>),
+    /// The config in force changed by the admin API's registry (not written to a file).
+    Registry(Box<Config>),
 }
 
 /// A successful reload.
@@ -70,7 +72,7 @@ impl State {
     pub(super) fn reload(&mut self, source: Source) -> Result<Reloaded, ReloadError> {
         let mut config = match source {
             Source::File(path) => Config::load(&path)?,
-            Source::Config(c) => *c,
+            Source::Config(c) | Source::Registry(c) => *c,
         };
         if let Some(w) = self.workers_override {
             config.server.workers = w;

@@ -37,6 +37,8 @@ pub enum Cause {
     Active(String),
     /// `start = "down"`: no check has passed yet.
     NotChecked,
+    /// An operator marked it down through the admin API.
+    Manual,
 }
 
 impl State {
@@ -57,6 +59,8 @@ pub enum Broadcast {
     Down(MarkDown),
     /// The active verdict changed.
     Active(bool),
+    /// An operator marked it down (`true`) or lifted that (`false`).
+    Manual(bool),
 }
 
 /// What one event changed: a log line (the transition, without the server's name)
@@ -78,6 +82,8 @@ pub struct Machine {
     verdict: Option<Verdict>,
     /// The last passive mark-down's end, while it lasts.
     passive_until: Option<Instant>,
+    /// An operator marked it down: shown as down whatever the checks say.
+    manual: bool,
 }
 
 impl Machine {
@@ -93,12 +99,46 @@ impl Machine {
             since: now,
             verdict: check.map(|_| Verdict::new(!start_down)),
             passive_until: None,
+            manual: false,
         }
     }
 
-    /// The current state.
-    pub fn state(&self) -> &State {
-        &self.state
+    /// The current state as operators see it: an operator's mark-down wins over the
+    /// checks' own state (which goes on being tracked beneath it).
+    pub fn state(&self) -> State {
+        if self.manual {
+            State::Down(Cause::Manual)
+        } else {
+            self.state.clone()
+        }
+    }
+
+    /// An operator marks the server down (`true`) or lifts that (`false`); lifting
+    /// shows the checks' own state again.
+    pub fn set_manual(&mut self, down: bool, now: Instant) -> Effect {
+        let mut effect = Effect::default();
+        if self.manual == down {
+            return effect;
+        }
+        effect.broadcast = Some(Broadcast::Manual(down));
+        let (from, to) = if down {
+            let from = self.state.word();
+            self.manual = true;
+            (from, "down")
+        } else {
+            self.manual = false;
+            ("down", self.state.word())
+        };
+        let verb = if down {
+            "marked down"
+        } else {
+            "mark-down lifted"
+        };
+        effect
+            .lines
+            .push(format!("{from} → {to} ({verb} through the admin API)"));
+        self.since = now;
+        effect
     }
 
     /// When the current state began.
@@ -313,7 +353,7 @@ mod tests {
                 "probation → up (a request succeeded)"
             ]
         );
-        assert_eq!(m.state(), &State::Up);
+        assert_eq!(m.state(), State::Up);
         assert!(m.recovered(t2).lines.is_empty(), "only once");
     }
 
@@ -332,6 +372,20 @@ mod tests {
         // The rest ends while checks fail: still down, silently.
         assert!(m.tick(t0 + Duration::from_secs(2)).lines.is_empty());
         assert!(matches!(m.state(), State::Down(Cause::Active(_))));
+        let e = m.set_manual(true, t0);
+        assert_eq!(e.lines, ["down → down (marked down through the admin API)"]);
+        assert_eq!(e.broadcast, Some(Broadcast::Manual(true)));
+        assert_eq!(m.state(), State::Down(Cause::Manual));
+        assert_eq!(m.set_manual(true, t0), Effect::default(), "once");
+        let e = m.set_manual(false, t0);
+        assert_eq!(
+            e.lines,
+            ["down → down (mark-down lifted through the admin API)"]
+        );
+        assert!(
+            matches!(m.state(), State::Down(Cause::Active(_))),
+            "the checks' state shows again"
+        );
         m.check_result(true, "", &c, t0);
         let e = m.check_result(true, "", &c, t0);
         assert_eq!(e.lines, ["down → up (2 passed checks)"]);

@@ -39,6 +39,8 @@ pub struct Passive {
     step: Cell<u8>,
     fails: Cell<u32>,
     window_start: Cell<Option<Instant>>,
+    /// Marked down by an operator (the admin API): skipped whatever the checks say.
+    manual_down: Cell<bool>,
 }
 
 impl Passive {
@@ -53,13 +55,19 @@ impl Passive {
             step: Cell::new(0),
             fails: Cell::new(0),
             window_start: Cell::new(None),
+            manual_down: Cell::new(false),
         }
+    }
+
+    /// An operator marked the server down (`true`) or lifted that (`false`).
+    pub fn set_manual_down(&self, down: bool) {
+        self.manual_down.set(down);
     }
 
     /// True when the server may be picked at `now`: up, or on probation with no probe
     /// in flight (the caller then starts one with [`Passive::start_probe`]).
     pub fn usable(&self, now: Instant) -> bool {
-        if !self.active_up.get() {
+        if !self.active_up.get() || self.manual_down.get() {
             return false;
         }
         match self.down_until.get() {

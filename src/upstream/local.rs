@@ -87,6 +87,7 @@ impl ServerLocal {
             pooled: self.idle.len() as u32,
             requests: self.requests.get(),
             failures: self.failures.get(),
+            draining: self.retired.get(),
         }
     }
 

@@ -35,6 +35,8 @@ impl fmt::Display for ServerId {
 #[derive(Debug, Default)]
 pub struct Registry {
     ids: HashMap<(String, SocketAddr), ServerId>,
+    /// The key of each id, by index.
+    keys: Vec<(String, SocketAddr)>,
 }
 
 impl Registry {
@@ -45,8 +47,18 @@ impl Registry {
 
     /// The id of `addr` in group `group`: the one it had before, or the next new one.
     pub fn id(&mut self, group: &str, addr: SocketAddr) -> ServerId {
-        let next = ServerId(self.ids.len() as u32);
-        *self.ids.entry((group.to_string(), addr)).or_insert(next)
+        if let Some(&id) = self.ids.get(&(group.to_string(), addr)) {
+            return id;
+        }
+        let id = ServerId(self.keys.len() as u32);
+        self.ids.insert((group.to_string(), addr), id);
+        self.keys.push((group.to_string(), addr));
+        id
+    }
+
+    /// The (group, address) `id` was given for.
+    pub fn key(&self, id: ServerId) -> Option<(&str, SocketAddr)> {
+        self.keys.get(id.index()).map(|(g, a)| (g.as_str(), *a))
     }
 
     /// Ids handed out so far (every id is below this).
@@ -80,5 +92,7 @@ mod tests {
         assert_eq!(r.id("web", a), web_a, "asked again, same id");
         assert_eq!(r.len(), 3);
         assert_eq!(web_a.index(), 0);
+        assert_eq!(r.key(api_a), Some(("api", a)));
+        assert_eq!(r.key(ServerId(9)), None);
     }
 }

@@ -16,6 +16,7 @@ mod malformed;
 mod policies;
 mod pooling;
 mod protocol;
+mod registry;
 mod retries;
 mod routing;
 mod switchable;
