@@ -206,13 +206,17 @@ async fn run(setup: Setup, commands: Receiver<Command>) {
 impl State {
     /// Reloads, logs the result once (whoever asked for it) and keeps it for status.
     fn reload_and_log(&mut self, source: Source) -> Result<Reloaded, ReloadError> {
-        let what = match &source {
-            Source::Registry(_) => "registry change through the admin API".to_string(),
-            _ => format!("reload from {}", self.config.origin),
-        };
+        let registry = matches!(source, Source::Registry(_));
         let result = self.reload(source);
         match &result {
-            Ok(r) => info!("{what}: generation {}: {}", r.generation, r.summary),
+            Ok(r) if registry => info!(
+                "registry change through the admin API: generation {}: {}",
+                r.generation, r.summary
+            ),
+            Ok(r) => info!(
+                "reload: generation {} from {}: {}",
+                r.generation, self.config.origin, r.summary
+            ),
             Err(e) => warn!(
                 "reload refused; generation {} keeps running: {e}",
                 self.snapshot.generation
