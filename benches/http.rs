@@ -48,7 +48,7 @@ fn rewrite(out: &mut Vec<u8>, normalized: &mut Vec<u8>, req: &Request<'_, '_>, p
     };
     let fwd = Forward {
         scheme: "http",
-        path: [path, b""],
+        path: [path, b"", b""],
         query: req.query.as_bytes(),
         edits: None,
         request_id: None,

@@ -32,6 +32,9 @@ pub enum ProxyError {
     /// No route matched the request.
     #[error("no route matches this request")]
     NoRoute,
+    /// The route takes its group's name from the path, and no group has that name.
+    #[error("no upstream group by the name the path gives")]
+    UnknownUpstream,
     /// The client took too long to send its request head.
     #[error("request head not received in time")]
     RequestTimeout,
@@ -104,7 +107,7 @@ impl ProxyError {
             NotImplemented(_) => 501,
             VersionNotSupported => 505,
             ConnectFailed | UpstreamClosed | StaleConnection | ClosedIdle | BadResponse(_)
-            | ResponseAborted => 502,
+            | ResponseAborted | UnknownUpstream => 502,
             NoServerAvailable => 503,
             ConnectTimeout | ResponseTimeout | RequestDeadline => 504,
             UpstreamStatus(s) => s,
@@ -193,6 +196,7 @@ impl ProxyError {
             VersionNotSupported => "VersionNotSupported",
             ExpectationFailed => "ExpectationFailed",
             NoRoute => "NoRoute",
+            UnknownUpstream => "UnknownUpstream",
             RequestTimeout => "RequestTimeout",
             ClientGone => "ClientGone",
             NoServerAvailable => "NoServerAvailable",

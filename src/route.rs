@@ -88,6 +88,11 @@ impl Router {
         &self.routes[index]
     }
 
+    /// Every route, in file order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
     /// The index of the first route in file order whose conditions all hold.
     pub fn find(&self, req: &RequestView<'_>) -> Option<usize> {
         let mut best = u32::MAX;
@@ -243,8 +248,10 @@ mod tests {
     }
 
     fn up(c: &Config, r: &Router, v: RequestView<'_>) -> Option<String> {
-        r.find(&v)
-            .map(|i| c.upstreams[r.route(i).upstream].name.clone())
+        r.find(&v).map(|i| match &r.route(i).upstream {
+            crate::config::Target::Group(g) => c.upstreams[*g].name.clone(),
+            crate::config::Target::FromPath(t) => t.text.clone(),
+        })
     }
 
     #[test]

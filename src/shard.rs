@@ -11,7 +11,7 @@
 use crate::balance::{Balancer, Candidates, Group, GroupState};
 use crate::buf::{BufPool, CLIENT_BUF};
 use crate::bus::{Bus, Report};
-use crate::config::{Upstream, UpstreamId};
+use crate::config::{PathMatch, Target, Upstream, UpstreamId};
 use crate::health::{MarkDown, Passive};
 use crate::http::date::{self, HttpDate};
 use crate::http::request_id::RequestId;
@@ -43,6 +43,9 @@ struct GroupLocal {
 pub struct Generation {
     snap: Arc<Snapshot>,
     groups: Vec<GroupLocal>,
+    /// Reusable capture slots for routes that name their group from the path (`None`
+    /// for the others), so reading the captures allocates nothing.
+    captures: Vec<Option<RefCell<regex::CaptureLocations>>>,
 }
 
 impl Generation {
@@ -64,6 +67,11 @@ impl Generation {
             state: &local.state,
             members: &local.members,
         }
+    }
+
+    /// Capture slots for route `route`'s regex, when it names its group from the path.
+    pub fn captures(&self, route: usize) -> Option<std::cell::RefMut<'_, regex::CaptureLocations>> {
+        self.captures.get(route)?.as_ref().map(RefCell::borrow_mut)
     }
 
     /// Group `id`'s retry budget on this worker.
@@ -116,6 +124,7 @@ impl Shard {
             current: RefCell::new(Rc::new(Generation {
                 snap: snap.clone(),
                 groups: Vec::new(),
+                captures: Vec::new(),
             })),
             servers: RefCell::new(Vec::new()),
             retired: RefCell::new(Vec::new()),
@@ -197,7 +206,22 @@ impl Shard {
             }
         }
         *servers = next;
-        *self.current.borrow_mut() = Rc::new(Generation { snap, groups });
+        let captures = snap
+            .router
+            .routes()
+            .iter()
+            .map(|r| match (&r.upstream, &r.path) {
+                (Target::FromPath(_), PathMatch::Regex(re)) => {
+                    Some(RefCell::new(re.capture_locations()))
+                }
+                _ => None,
+            })
+            .collect();
+        *self.current.borrow_mut() = Rc::new(Generation {
+            snap,
+            groups,
+            captures,
+        });
     }
 
     /// This worker's state for server `id`, when the current generation lists it and

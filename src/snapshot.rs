@@ -7,7 +7,7 @@
 //! stable [`ServerId`] from the [`Registry`], so per-worker state survives the swap.
 
 use crate::balance::Group;
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, ServerConfig, UpstreamId};
 use crate::route::Router;
 use crate::upstream::{Registry, ServerId};
 use std::net::SocketAddr;
@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub groups: Vec<Group>,
     /// Route matching.
     pub router: Router,
+    /// Groups by name, for routes that take the group's name from the path.
+    group_ids: crate::hash::FnvMap<UpstreamId>,
     /// Some header edit uses `$request_id`: every request then gets an id.
     pub request_ids: bool,
 }
@@ -49,10 +51,21 @@ impl Snapshot {
             generation,
             origin: config.origin.clone(),
             server: config.server.clone(),
+            group_ids: config
+                .upstreams
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u.name.clone(), i))
+                .collect(),
             groups,
             router: Router::new(config),
             request_ids: config.request_ids,
         }
+    }
+
+    /// The group named `name`.
+    pub fn group_id(&self, name: &str) -> Option<UpstreamId> {
+        self.group_ids.get(name).copied()
     }
 
     /// Every server: its group's index, its id and its address.

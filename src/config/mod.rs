@@ -13,7 +13,7 @@ pub mod units;
 pub mod upstream;
 
 pub use crate::http::edits::{HeaderEdits, Template, Var};
-pub use routes::{HostMatch, PathMatch, Route, ValueMatch};
+pub use routes::{HostMatch, NamePart, NameTemplate, PathMatch, Route, Target, ValueMatch};
 pub use upstream::{Balance, HashKey, HealthCheck, RetryOn, Server, Upstream};
 
 use crate::error::ErrorFormat;
@@ -569,7 +569,12 @@ upstream = "api"
             matches!(&c.routes[1].path, PathMatch::Prefix(p) if p == "/api"),
             "file order is kept"
         );
-        assert_eq!(c.upstreams[c.routes[1].upstream].name, "api");
+        assert_eq!(
+            c.routes[1].upstream,
+            Target::Group(0),
+            "groups sort by name: api first"
+        );
+        assert_eq!(c.upstreams[0].name, "api");
     }
 
     #[test]
@@ -614,6 +619,23 @@ upstream = "api"
         assert!(e.contains(":3") && e.contains("fortnights"), "{e}");
         let e = err("[server]\nlisten = \"127.0.0.1\"\n");
         assert!(e.contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn a_group_named_from_the_path_needs_a_path_regex_with_those_groups() {
+        let e = err("[[routes]]\npath_prefix = \"/x\"\nupstream = \"${name}\"\n");
+        assert!(
+            e.contains("routes[0].upstream") && e.contains("path_regex"),
+            "{e}"
+        );
+        let e = err("[[routes]]\npath_regex = \"^/(?<svc>[a-z]+)/\"\nupstream = \"${name}\"\n");
+        assert!(e.contains("`${name}`") && e.contains("svc"), "{e}");
+        let c = Config::parse(
+            "[[routes]]\npath_regex = \"^/(?<svc>[a-z]+)/\"\nupstream = \"${svc}-v1\"\nstrip_prefix = true\n",
+            "t",
+        )
+        .unwrap();
+        assert!(matches!(&c.routes[0].upstream, Target::FromPath(t) if t.text == "${svc}-v1"));
     }
 
     #[test]

@@ -39,6 +39,35 @@ pub enum ValueMatch {
     Exact(String),
 }
 
+/// Where a route sends its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The group named in the config.
+    Group(UpstreamId),
+    /// The group the request's path names: `upstream = "${name}-${version}"` over
+    /// the route's `path_regex` named groups (seed 003's `/serviceName/serviceVersion/`).
+    /// A group that does not exist (yet) is a 502 naming it.
+    FromPath(NameTemplate),
+}
+
+/// A group name built from a path's regex captures, parsed once at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameTemplate {
+    /// As written, for messages and `GET /config`.
+    pub text: String,
+    /// Literal text and capture-group indices, in order.
+    pub parts: Vec<NamePart>,
+}
+
+/// One piece of a [`NameTemplate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamePart {
+    /// Copied as written.
+    Lit(String),
+    /// The text this capture group of the route's regex matched.
+    Capture(usize),
+}
+
 /// One `[[routes]]` entry; it matches when every condition holds.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -52,11 +81,13 @@ pub struct Route {
     pub headers: Vec<(String, ValueMatch)>,
     /// Query parameter conditions; all must hold.
     pub query: Vec<(String, ValueMatch)>,
-    /// Target group.
-    pub upstream: UpstreamId,
-    /// Remove the matched `path_prefix` before forwarding.
+    /// Where its requests go.
+    pub upstream: Target,
+    /// Remove the matched `path_prefix` (or the whole `path_regex` match) before
+    /// forwarding.
     pub strip_prefix: bool,
-    /// Replace the matched `path_prefix` with this before forwarding.
+    /// Replace the matched `path_prefix` (or the whole `path_regex` match) with this
+    /// before forwarding.
     pub rewrite_prefix: Option<String>,
     /// Edits to the forwarded request's headers (after the global ones).
     pub request_headers: HeaderEdits,
@@ -74,20 +105,25 @@ impl Validator<'_> {
     ) -> Result<Route, ConfigError> {
         let key = |k: &str| format!("routes[{i}].{k}");
         let name = r.upstream.get_ref();
-        let Some(upstream) = upstreams.iter().position(|u| &u.name == name) else {
-            let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-            return self.err(
-                r.upstream.span(),
-                key("upstream"),
-                format!(
-                    "no upstream named `{name}` (defined: {})",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            );
+        let fixed = if name.contains("${") {
+            None
+        } else {
+            let Some(id) = upstreams.iter().position(|u| &u.name == name) else {
+                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                return self.err(
+                    r.upstream.span(),
+                    key("upstream"),
+                    format!(
+                        "no upstream named `{name}` (defined: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            };
+            Some(id)
         };
 
         let mut hosts = Vec::new();
@@ -152,14 +188,29 @@ impl Validator<'_> {
             PathMatch::Any
         };
 
+        let upstream = match (fixed, &path) {
+            (Some(id), _) => Target::Group(id),
+            (None, PathMatch::Regex(re)) => match name_template(name, re) {
+                Ok(t) => Target::FromPath(t),
+                Err(m) => return self.err(r.upstream.span(), key("upstream"), m),
+            },
+            (None, _) => {
+                return self.err(
+                    r.upstream.span(),
+                    key("upstream"),
+                    format!("`{name}` names regex groups: the route needs a path_regex"),
+                )
+            }
+        };
+
         let prefix_only = |k: &str| -> Result<(), ConfigError> {
-            if matches!(path, PathMatch::Prefix(_)) {
+            if matches!(path, PathMatch::Prefix(_) | PathMatch::Regex(_)) {
                 Ok(())
             } else {
                 self.err(
                     r.upstream.span(),
                     key(k),
-                    "needs a path_prefix to strip or rewrite".into(),
+                    "needs a path_prefix or path_regex to strip or rewrite".into(),
                 )
             }
         };
@@ -238,6 +289,54 @@ impl Validator<'_> {
     }
 }
 
+/// Parses `svc-${name}-${version}` against `re`'s named groups.
+fn name_template(text: &str, re: &regex::Regex) -> Result<NameTemplate, String> {
+    let names: Vec<Option<&str>> = re.capture_names().collect();
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        if start > 0 {
+            parts.push(NamePart::Lit(rest[..start].to_string()));
+        }
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("`{text}`: a `${{` without its `}}`"));
+        };
+        let group = &after[..end];
+        let Some(index) = names.iter().position(|n| *n == Some(group)) else {
+            let known: Vec<&str> = names.iter().flatten().copied().collect();
+            return Err(format!(
+                "`${{{group}}}` is not a named group of the path_regex (named: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        };
+        parts.push(NamePart::Capture(index));
+        rest = &after[end + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(NamePart::Lit(rest.to_string()));
+    }
+    let literal_ok = parts.iter().all(|p| match p {
+        NamePart::Lit(l) => l
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+        NamePart::Capture(_) => true,
+    });
+    if !literal_ok {
+        return Err(format!(
+            "`{text}`: outside `${{...}}` a group name has only letters, digits and `-_.`"
+        ));
+    }
+    Ok(NameTemplate {
+        text: text.to_string(),
+        parts,
+    })
+}
+
 fn value_match(v: &str) -> ValueMatch {
     if v == "*" {
         ValueMatch::Present
@@ -278,6 +377,25 @@ fn parse_host(text: &str) -> Result<HostMatch, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upstream_named_by_the_path_needs_the_regex_groups_it_uses() {
+        let re = regex::Regex::new("^/(?<name>[a-z]+)/(?<version>v[0-9]+)/").unwrap();
+        let t = name_template("${name}-${version}", &re).unwrap();
+        assert_eq!(
+            t.parts,
+            [
+                NamePart::Capture(1),
+                NamePart::Lit("-".into()),
+                NamePart::Capture(2)
+            ]
+        );
+        assert!(name_template("${nope}", &re)
+            .unwrap_err()
+            .contains("name, version"));
+        assert!(name_template("${name", &re).is_err());
+        assert!(name_template("a b-${name}", &re).is_err());
+    }
 
     #[test]
     fn hosts_are_lowercased_without_port() {

@@ -181,10 +181,10 @@ fn route(r: &Route, config: &Config) -> Value {
     if !r.query.is_empty() {
         out.insert("query".into(), Value::Object(conditions(&r.query)));
     }
-    let name = config
-        .upstreams
-        .get(r.upstream)
-        .map_or("?", |u| u.name.as_str());
+    let name = match &r.upstream {
+        super::Target::Group(g) => config.upstreams.get(*g).map_or("?", |u| u.name.as_str()),
+        super::Target::FromPath(t) => t.text.as_str(),
+    };
     out.insert("upstream".into(), json!(name));
     if r.strip_prefix {
         out.insert("strip_prefix".into(), json!(true));

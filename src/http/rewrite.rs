@@ -151,8 +151,9 @@ impl Edits<'_> {
 pub struct Forward<'a> {
     /// The scheme the client used (`X-Forwarded-Proto`, `Forwarded: proto=`).
     pub scheme: &'a str,
-    /// The path, written as these pieces in order (a rewrite prefix, then the rest).
-    pub path: [&'a [u8]; 2],
+    /// The path, written as these pieces in order (a rewrite prefix, maybe a `/`, then
+    /// the rest).
+    pub path: [&'a [u8]; 3],
     /// The query string with its `?`, or empty.
     pub query: &'a [u8],
     /// Header edits, `None` when no scope has any (the fast path).
@@ -173,8 +174,9 @@ pub fn write_upstream_request(
 ) {
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(fwd.path[0]);
-    out.extend_from_slice(fwd.path[1]);
+    for piece in fwd.path {
+        out.extend_from_slice(piece);
+    }
     out.extend_from_slice(fwd.query);
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
@@ -420,7 +422,7 @@ mod tests {
         let mut out = Vec::new();
         let fwd = Forward {
             scheme: "http",
-            path: [req.path.as_bytes(), b""],
+            path: [req.path.as_bytes(), b"", b""],
             query: req.query.as_bytes(),
             edits: None,
             request_id: None,

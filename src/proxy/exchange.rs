@@ -26,11 +26,17 @@ use std::time::Instant;
 /// How an exchange ended: `Ok(keep_alive)`, or a failure to answer.
 pub(super) type Outcome = Result<bool, Failed>;
 
-/// Forwards one request routed to `route` and relays the response.
-pub(super) async fn run(c: &mut Conn<'_>, gen: &Generation, route: usize, head: &Head) -> Outcome {
+/// Forwards one request routed by `route` to group `group` and relays the response.
+pub(super) async fn run(
+    c: &mut Conn<'_>,
+    gen: &Generation,
+    route: usize,
+    group: crate::config::UpstreamId,
+    head: &Head,
+) -> Outcome {
     let route = gen.snap().router.route(route);
-    let ups = Upstreams::new(c.shard, gen, route.upstream, head);
-    gen.budget(route.upstream).request(c.shard.now());
+    let ups = Upstreams::new(c.shard, gen, group, head);
+    gen.budget(group).request(c.shard.now());
     let gap = gen.snap().server.body_timeout;
     let body = stage_body(c, head, ups.group.retry_body_max, gap).await?;
     let coalesced = body.is_some_and(|n| n <= COALESCE_MAX);

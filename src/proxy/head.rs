@@ -4,7 +4,7 @@
 
 use super::Conn;
 use crate::buf::Fill;
-use crate::config::{Balance, HashKey, PathMatch, Route, UpstreamId, Var};
+use crate::config::{Balance, HashKey, NamePart, PathMatch, Route, Target, UpstreamId, Var};
 use crate::error::ProxyError;
 use crate::hash::hash_bytes;
 use crate::http::request::{self, Limits, Request};
@@ -27,8 +27,10 @@ pub(super) struct Head {
     pub version: Version,
     pub expect_continue: bool,
     pub is_head: bool,
-    /// The matched route's index (in the request's generation).
-    pub route: Option<usize>,
+    /// The matched route's index and its group (in the request's generation).
+    pub route: Option<(usize, UpstreamId)>,
+    /// The group name a route took from the path, when no group has it (a 502).
+    pub missing: Option<Box<str>>,
     /// The request's key for `ip_hash` / `consistent_hash`, when its group uses one.
     pub hash: Option<u64>,
     /// The method is in the group's `idempotent_methods`: safe to send twice.
@@ -155,6 +157,7 @@ fn prepare(
         expect_continue: req.expect_continue,
         is_head: req.is_head(),
         route: None,
+        missing: None,
         hash: None,
         idempotent: false,
         request_id: RequestId::NONE,
@@ -166,38 +169,88 @@ fn prepare(
         return Ok(Some(head));
     };
     let route = snap.router.route(index);
-    head.route = Some(index);
-    let group = &p.gen.group(route.upstream).upstream;
+    let (id, rest) = match target(p.gen, index, route, path) {
+        Ok(found) => found,
+        Err(name) => {
+            head.missing = Some(name);
+            return Ok(Some(head));
+        }
+    };
+    head.route = Some((index, id));
+    let group = &p.gen.group(id).upstream;
     head.hash = request_hash(group.balance, group.hash_key.as_ref(), &view, p.peer);
     head.idempotent = group.idempotent_methods.iter().any(|m| m == req.method);
-    forward(p, route, &req, path, out, &mut head);
+    forward(p, route, &req, (path, rest), out, &mut head);
     Ok(Some(head))
+}
+
+/// Longest group name a path can give (the admin API allows 128 bytes).
+const MAX_GROUP_NAME: usize = 128;
+
+/// The group route `index` sends `path` to, and what of the path follows the matched
+/// prefix (or regex match); `Err(name)`: the group named from the path does not exist.
+fn target<'p>(
+    gen: &Generation,
+    index: usize,
+    route: &Route,
+    path: &'p str,
+) -> Result<(UpstreamId, &'p str), Box<str>> {
+    let (template, re) = match (&route.upstream, &route.path) {
+        (Target::Group(id), PathMatch::Prefix(p)) if p != "/" => {
+            return Ok((*id, &path[p.len()..]))
+        }
+        (Target::Group(id), PathMatch::Regex(re))
+            if route.strip_prefix || route.rewrite_prefix.is_some() =>
+        {
+            let end = re.find(path).map_or(0, |m| m.end());
+            return Ok((*id, &path[end..]));
+        }
+        (Target::Group(id), _) => return Ok((*id, path)),
+        (Target::FromPath(t), PathMatch::Regex(re)) => (t, re),
+        // Validation gives a path-named group a regex; a route without one matches nothing.
+        (Target::FromPath(t), _) => return Err(t.text.clone().into()),
+    };
+    let Some(mut locs) = gen.captures(index) else {
+        return Err(template.text.clone().into());
+    };
+    let Some(whole) = re.captures_read(&mut locs, path) else {
+        return Err(template.text.clone().into());
+    };
+    // Built on the stack: a path-named group costs no allocation when it exists.
+    let mut name = [0u8; MAX_GROUP_NAME];
+    let mut len = 0;
+    for part in &template.parts {
+        let piece = match part {
+            NamePart::Lit(l) => l.as_str(),
+            NamePart::Capture(i) => locs.get(*i).map_or("", |(s, e)| &path[s..e]),
+        };
+        let Some(slot) = name.get_mut(len..len + piece.len()) else {
+            return Err(String::from_utf8_lossy(&name[..len]).into());
+        };
+        slot.copy_from_slice(piece.as_bytes());
+        len += piece.len();
+    }
+    // Captures of a `&str` at match boundaries are UTF-8, and so is the literal text.
+    let name = std::str::from_utf8(&name[..len]).unwrap_or("");
+    match gen.snap().group_id(name) {
+        Some(id) => Ok((id, &path[whole.end()..])),
+        None => Err(name.into()),
+    }
 }
 
 /// Writes the upstream head for a routed request into `out`: the rewritten target, the
 /// request id, and the header edits of `[server]` and the route.
+/// `(path, rest)`: the normalized path, and what follows the route's matched prefix.
 fn forward(
     p: &Prep<'_>,
     route: &Route,
     req: &Request<'_, '_>,
-    path: &str,
+    (path, rest): (&str, &str),
     out: &mut Vec<u8>,
     head: &mut Head,
 ) {
     let global = &p.gen.snap().server;
-    let rest = match &route.path {
-        PathMatch::Prefix(p) if p != "/" => &path[p.len()..],
-        _ => path,
-    };
-    let target: [&[u8]; 2] = match (&route.rewrite_prefix, route.strip_prefix) {
-        (Some(new), _) if new.ends_with('/') && rest.starts_with('/') => {
-            [new.as_bytes(), &rest.as_bytes()[1..]]
-        }
-        (Some(new), _) => [new.as_bytes(), rest.as_bytes()],
-        (None, true) if rest.is_empty() => [b"/", b""],
-        (None, true) => [rest.as_bytes(), b""],
-        (None, false) => [path.as_bytes(), b""],
-    };
+    let target = rewritten(route, path, rest);
     let mut generated = false;
     if p.gen.snap().request_ids {
         let client_id = req
@@ -239,6 +292,21 @@ fn forward(
     write_upstream_request(out, req, peer, req.body, &fwd);
 }
 
+/// The path the upstream gets, in pieces: unchanged, or with the matched prefix (or
+/// regex match) stripped or replaced, always starting with `/`.
+fn rewritten<'a>(route: &'a Route, path: &'a str, rest: &'a str) -> [&'a [u8]; 3] {
+    let (r, slash) = (rest.as_bytes(), rest.starts_with('/'));
+    match (&route.rewrite_prefix, route.strip_prefix) {
+        (Some(new), _) if new.ends_with('/') && slash => [new.as_bytes(), &r[1..], b""],
+        (Some(new), _) if new.ends_with('/') || slash || r.is_empty() => [new.as_bytes(), r, b""],
+        (Some(new), _) => [new.as_bytes(), b"/", r],
+        (None, true) if r.is_empty() => [b"/", b"", b""],
+        (None, true) if slash => [r, b"", b""],
+        (None, true) => [b"/", r, b""],
+        (None, false) => [path.as_bytes(), b"", b""],
+    }
+}
+
 /// The balancing key of a request for the hashing policies; `None` for the others, or
 /// when the key (header, cookie) is absent, which makes the balancer use round robin.
 fn request_hash(
@@ -270,7 +338,53 @@ fn request_hash(
     Some(hash_bytes(key))
 }
 
-/// The group a routed head goes to.
-pub(super) fn upstream_of(gen: &Generation, head: &Head) -> Option<UpstreamId> {
-    head.route.map(|r| gen.snap().router.route(r).upstream)
+/// The name of the group a head went to (or would have: a name taken from the path
+/// that no group has), for error answers.
+pub(super) fn group_name<'a>(gen: &'a Generation, head: &'a Head) -> Option<&'a str> {
+    match (head.route, &head.missing) {
+        (Some((_, id)), _) => Some(gen.group(id).upstream.name.as_str()),
+        (None, Some(name)) => Some(name),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn route(conditions: &str) -> Route {
+        let c = Config::parse(
+            &format!("[upstreams.web]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"web\"\n{conditions}\n"),
+            "t",
+        )
+        .unwrap();
+        c.routes[0].clone()
+    }
+
+    fn joined(parts: [&[u8]; 3]) -> String {
+        parts.iter().map(|p| String::from_utf8_lossy(p)).collect()
+    }
+
+    #[test]
+    fn prefixes_and_regex_matches_are_stripped_or_replaced_to_a_path() {
+        let strip = route("path_prefix = \"/api\"\nstrip_prefix = true");
+        assert_eq!(joined(rewritten(&strip, "/api/x", "/x")), "/x");
+        assert_eq!(joined(rewritten(&strip, "/api", "")), "/");
+        let v2 = route("path_prefix = \"/api\"\nrewrite_prefix = \"/v2\"");
+        assert_eq!(joined(rewritten(&v2, "/api/x", "/x")), "/v2/x");
+        let v2_slash = route("path_prefix = \"/api\"\nrewrite_prefix = \"/v2/\"");
+        assert_eq!(joined(rewritten(&v2_slash, "/api/x", "/x")), "/v2/x");
+        // A regex match usually ends with its `/`: what follows has none.
+        let re = route("path_regex = \"^/[a-z]+/v[0-9]+/\"\nstrip_prefix = true");
+        assert_eq!(joined(rewritten(&re, "/svc/v1/hello", "hello")), "/hello");
+        assert_eq!(joined(rewritten(&re, "/svc/v1/", "")), "/");
+        let re_v2 = route("path_regex = \"^/[a-z]+/v[0-9]+/\"\nrewrite_prefix = \"/v2\"");
+        assert_eq!(
+            joined(rewritten(&re_v2, "/svc/v1/hello", "hello")),
+            "/v2/hello"
+        );
+        let plain = route("path_prefix = \"/api\"");
+        assert_eq!(joined(rewritten(&plain, "/api/x", "/x")), "/api/x");
+    }
 }

@@ -176,14 +176,17 @@ async fn busy(
         *first = false;
         answered = true;
         let outcome = match head.route {
-            Some(route) => exchange::run(&mut c, &gen, route, &head).await,
+            Some((route, group)) => exchange::run(&mut c, &gen, route, group, &head).await,
             None => {
                 // The body (if any) is unread: only a bodiless request keeps the connection.
                 let drained = head.body == crate::http::Framing::None;
                 if drained {
                     c.cbuf.consume(head.len);
                 }
-                let err = ProxyError::NoRoute;
+                let err = match head.missing {
+                    Some(_) => ProxyError::UnknownUpstream,
+                    None => ProxyError::NoRoute,
+                };
                 Err(respond::Failed { err, drained })
             }
         };

@@ -2,7 +2,7 @@
 //! can still be answered, then either keep the connection (the request was read whole,
 //! so the next byte starts a request) or close it with a lingering close.
 
-use super::head::{upstream_of, Head};
+use super::head::{group_name, Head};
 use super::Conn;
 use crate::buf::{write_vec, Fill, CLIENT_BUF};
 use crate::client::ClientStream;
@@ -39,8 +39,7 @@ pub(super) async fn answer(
     let keep = f.drained && head.is_some_and(|h| h.keep_alive);
     let upstream = head
         .filter(|_| !f.err.is_client_fault())
-        .and_then(|h| upstream_of(gen, h))
-        .map(|id| gen.group(id).upstream.name.as_str());
+        .and_then(|h| group_name(gen, h));
     let date = c.shard.date();
     let reply = ErrorReply {
         err: f.err,

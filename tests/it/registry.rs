@@ -411,3 +411,60 @@ fn a_new_group_is_created_and_registry_changes_last_until_the_file_is_reloaded()
     let (_, list) = call(admin, "GET", "/upstreams", "");
     assert!(list["upstreams"].get("svc-v2").is_none(), "{list}");
 }
+
+#[test]
+fn a_route_naming_its_group_from_the_path_reaches_a_group_the_registry_adds() {
+    let v1 = Backend::start("svc-v1", Answer::Ok);
+    let v2 = Backend::start("svc-v2", Answer::Ok);
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nerror_format = \"json\"\n\n\
+         [upstreams.svc-v1]\nservers = [\"{}\"]\n\n\
+         [[routes]]\npath_regex = \"^/(?<name>[a-z0-9-]+)/(?<version>v[0-9]+)/\"\n\
+         upstream = \"${{name}}-${{version}}\"\nstrip_prefix = true\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
+        v1.addr()
+    );
+    let proxy = Binary::start("registry-path-named", &text);
+    let admin = admin_addr(&proxy);
+    let mut c = Client::connect(proxy.addr());
+
+    let r = c.get("/svc/v1/hello?x=1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "svc-v1\n");
+    let seen = v1.seen();
+    assert_eq!(seen.last().map(|s| s.method.as_str()), Some("GET"));
+
+    // No such group yet: a 502 naming it, and the connection carries on.
+    let r = c.get("/svc/v2/hello");
+    assert_eq!(r.status, 502, "{}", r.text());
+    let body: Value = serde_json::from_slice(&r.body).expect("a JSON error");
+    assert_eq!(body["error"], "UnknownUpstream", "{body}");
+    assert_eq!(body["upstream"], "svc-v2", "{body}");
+
+    // Seed 003's Add: the service registers, and the same path works at once.
+    let (status, v) = call(
+        admin,
+        "POST",
+        "/upstreams/svc-v2/servers",
+        &format!("{{\"addr\": \"{}\"}}", v2.addr()),
+    );
+    assert_eq!(status, 201, "{v}");
+    assert!(
+        poll_until(PATIENCE, || c.get("/svc/v2/hello").status == 200),
+        "the path-named group never answered"
+    );
+    let r = c.get("/svc/v2/hello/world");
+    assert_eq!(r.text(), "svc-v2\n");
+    assert_eq!(v2.requests(), v2.seen().len());
+    // `strip_prefix` removed the whole match: the service sees its own path.
+    let targets = proxy_targets(&v2);
+    assert!(
+        targets.iter().all(|t| t.starts_with("/hello")),
+        "{targets:?}"
+    );
+}
+
+/// The paths an upstream was asked for, from its recorded requests.
+fn proxy_targets(b: &Backend) -> Vec<String> {
+    b.seen().iter().map(|s| s.target.clone()).collect()
+}

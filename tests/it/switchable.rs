@@ -62,6 +62,8 @@ pub enum Answer {
 pub struct Seen {
     /// Method token.
     pub method: String,
+    /// The request target as received.
+    pub target: String,
     /// The body (Content-Length framing only).
     pub body: Vec<u8>,
     /// Health checks this upstream had answered with a 2xx/3xx before this request.
@@ -304,6 +306,7 @@ fn spawn_accept(state: Arc<State>, listener: TcpListener) -> JoinHandle<()> {
 /// A parsed request.
 struct Request {
     method: String,
+    target: String,
     check: bool,
     body: Vec<u8>,
 }
@@ -368,6 +371,7 @@ fn serve(state: &State, stream: &mut TcpStream, epoch: usize) -> End {
         state.requests.fetch_add(1, Ordering::SeqCst);
         state.seen.lock().unwrap().push(Seen {
             method: req.method,
+            target: req.target,
             body: req.body,
             checks_passed_before: state.checks_passed.load(Ordering::SeqCst),
         });
@@ -500,11 +504,9 @@ fn read_request(
     buf.drain(..end);
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
-    let method = request_line
-        .split(' ')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let mut words = request_line.split(' ');
+    let method = words.next().unwrap_or_default().to_string();
+    let target = words.next().unwrap_or_default().to_string();
     let mut len = 0usize;
     let mut check = false;
     for line in lines {
@@ -531,6 +533,7 @@ fn read_request(
     let body = buf.drain(..len).collect();
     Ok(Some(Request {
         method,
+        target,
         check,
         body,
     }))
