@@ -3,6 +3,8 @@
 
     loadtest/ab.sh --a /tmp/rw-old/ringway --b target/release/ringway            # small, 10 pairs
     loadtest/ab.sh --a OLD --b NEW --scenario post --rounds 10 --duration 3
+    loadtest/ab.sh --a BIN --b BIN --b-extra '[admin]
+    listen = "127.0.0.1:0"'                 # one binary, a config feature off (A) and on (B)
 
 Same topology and origin as compare.py (it reuses compare.py's harness): the origin nginx and
 wrk on the load CPU, each ringway (1 worker) on the proxy CPU, both running side by side, only
@@ -26,16 +28,18 @@ import compare  # noqa: E402  (the harness this reuses)
 class AB(compare.Harness):
     """The compare.py harness with two ringway instances, `a` and `b`, as its proxies."""
 
-    def __init__(self, args, workdir, binaries):
+    def __init__(self, args, workdir, binaries, extra):
         super().__init__(args, workdir)
         base = args.base_port
         self.port.update({"a": base + 6, "b": base + 7})
         self.binaries = binaries
+        self.extra = extra
 
     def start_ringway(self, name):
         d = os.path.join(self.workdir, f"ringway-{name}")
         os.makedirs(d, exist_ok=True)
         _, conf = compare.ringway_config(self.workdir, self.port[name], [self.port["origin"]])
+        conf += self.extra[name] + "\n"
         path = os.path.join(d, "ringway.toml")
         with open(path, "w") as f:
             f.write(conf)
@@ -59,6 +63,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=10, help="measured pairs (default 10)")
     ap.add_argument("--duration", type=int, default=3, help="seconds per measured run (default 3)")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of each warm-up run (default 2)")
+    ap.add_argument("--a-extra", default="", help="TOML appended to A's config (e.g. an [admin] table)")
+    ap.add_argument("--b-extra", default="", help="TOML appended to B's config")
     ap.add_argument("--base-port", type=int, default=18080)
     ap.add_argument("--proxy-cpu", type=int, default=1)
     ap.add_argument("--load-cpu", type=int, default=0)
@@ -72,7 +78,7 @@ def main():
         binaries[name] = path
     # compare.Harness reads these; they do not matter here.
     args.ringway_bin, args.no_build, args.dead_upstream, args.haproxy_maxconn = None, True, None, 20000
-    h = AB(args, args.workdir, binaries)
+    h = AB(args, args.workdir, binaries, {"a": args.a_extra, "b": args.b_extra})
     for tool in ("nginx", "wrk", "taskset"):
         h.bin[tool] = compare.which(tool)
         if not h.bin[tool]:
@@ -111,6 +117,9 @@ def main():
     med = statistics.median
     print(f"\n{args.scenario}, {len(pairs)} interleaved pairs of {args.duration}s, B = {binaries['b']}, "
           f"A = {binaries['a']}")
+    for name in ("a", "b"):
+        if h.extra[name]:
+            print(f"{name.upper()}'s config adds: {' '.join(h.extra[name].split())}")
     print(f"CPU µs/req: A median {med([p['a']['cpu_us'] for p in pairs]):.1f}, "
           f"B median {med([p['b']['cpu_us'] for p in pairs]):.1f}; paired B/A median {med(cpu):.3f} "
           f"(min {min(cpu):.3f}, max {max(cpu):.3f})")

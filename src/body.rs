@@ -67,12 +67,13 @@ pub struct Relay<'a, S, D> {
 }
 
 impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
-    /// Copies one body framed as `input` on the source and as `output` on the destination.
+    /// Copies one body framed as `input` on the source and as `output` on the destination;
+    /// returns the bytes written to the destination (framing included).
     ///
     /// `output` is `Length` only when `input` is (same length), `Chunked` or `Close` otherwise.
-    pub async fn run(&mut self, input: Framing, output: Framing) -> Result<(), ProxyError> {
+    pub async fn run(&mut self, input: Framing, output: Framing) -> Result<u64, ProxyError> {
         match input {
-            Framing::None => Ok(()),
+            Framing::None => Ok(0),
             Framing::Length(n) => self.length(n).await,
             Framing::Chunked => self.chunked(output == Framing::Chunked).await,
             Framing::Close => self.until_close(output == Framing::Chunked).await,
@@ -99,38 +100,43 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
         }
     }
 
-    async fn flush(&mut self) -> Result<(), ProxyError> {
+    /// Writes the re-framed output; returns its length.
+    async fn flush(&mut self) -> Result<u64, ProxyError> {
+        let n = self.out.len() as u64;
         let write = write_vec(self.dst, self.out);
         match self.timers.timeout(self.write_timeout, write).await {
-            Some(Ok(())) => Ok(()),
+            Some(Ok(())) => Ok(n),
             Some(Err(_)) | None => Err(self.dir.destination_failed()),
         }
     }
 
-    async fn write_buffered(&mut self, n: usize) -> Result<(), ProxyError> {
+    /// Writes the first `n` buffered bytes as they are; returns `n`.
+    async fn write_buffered(&mut self, n: usize) -> Result<u64, ProxyError> {
         let write = self.buf.write_prefix(self.dst, n);
         match self.timers.timeout(self.write_timeout, write).await {
-            Some(Ok(())) => Ok(()),
+            Some(Ok(())) => Ok(n as u64),
             Some(Err(_)) | None => Err(self.dir.destination_failed()),
         }
     }
 
-    async fn length(&mut self, mut remaining: u64) -> Result<(), ProxyError> {
+    async fn length(&mut self, mut remaining: u64) -> Result<u64, ProxyError> {
+        let mut moved = 0;
         loop {
             let n = usize::try_from(remaining).map_or(self.buf.len(), |r| r.min(self.buf.len()));
             if n > 0 {
-                self.write_buffered(n).await?;
+                moved += self.write_buffered(n).await?;
                 remaining -= n as u64;
             }
             if remaining == 0 {
-                return Ok(());
+                return Ok(moved);
             }
             self.read_more(false).await?;
         }
     }
 
-    async fn chunked(&mut self, rechunk: bool) -> Result<(), ProxyError> {
+    async fn chunked(&mut self, rechunk: bool) -> Result<u64, ProxyError> {
         let mut dec = ChunkedDecoder::new();
+        let mut moved = 0;
         loop {
             loop {
                 let step = dec.decode(self.buf.data());
@@ -145,7 +151,7 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
                         }
                         self.buf.consume(end);
                         if self.out.len() >= FLUSH_AT {
-                            self.flush().await?;
+                            moved += self.flush().await?;
                         }
                     }
                     Step::NeedMore { consumed } => {
@@ -157,16 +163,17 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
                         if rechunk {
                             self.out.extend_from_slice(LAST_CHUNK);
                         }
-                        return self.flush().await;
+                        return Ok(moved + self.flush().await?);
                     }
                 }
             }
-            self.flush().await?;
+            moved += self.flush().await?;
             self.read_more(true).await?;
         }
     }
 
-    async fn until_close(&mut self, rechunk: bool) -> Result<(), ProxyError> {
+    async fn until_close(&mut self, rechunk: bool) -> Result<u64, ProxyError> {
+        let mut moved = 0;
         loop {
             let n = self.buf.len();
             if n > 0 {
@@ -175,9 +182,9 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
                     self.out.extend_from_slice(self.buf.data());
                     self.out.extend_from_slice(b"\r\n");
                     self.buf.consume(n);
-                    self.flush().await?;
+                    moved += self.flush().await?;
                 } else {
-                    self.write_buffered(n).await?;
+                    moved += self.write_buffered(n).await?;
                 }
             }
             match self.read().await? {
@@ -189,9 +196,9 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
         }
         if rechunk {
             self.out.extend_from_slice(LAST_CHUNK);
-            self.flush().await?;
+            moved += self.flush().await?;
         }
-        Ok(())
+        Ok(moved)
     }
 }
 
@@ -253,7 +260,7 @@ mod tests {
         step: usize,
         from: Framing,
         to: Framing,
-    ) -> (Result<(), ProxyError>, Vec<u8>, Vec<u8>) {
+    ) -> (Result<u64, ProxyError>, Vec<u8>, Vec<u8>) {
         let mut src = Trickle { data: input, step };
         let mut buf = Buf::with_capacity(64);
         let mut sink = Sink::default();

@@ -15,6 +15,7 @@ use crate::config::{PathMatch, Target, Upstream, UpstreamId};
 use crate::health::{MarkDown, Passive};
 use crate::http::date::{self, HttpDate};
 use crate::http::request_id::RequestId;
+use crate::metrics::{GenMetrics, Histogram, Totals};
 use crate::retry::Budget;
 use crate::snapshot::Snapshot;
 use crate::timer::Timers;
@@ -46,6 +47,8 @@ pub struct Generation {
     /// Reusable capture slots for routes that name their group from the path (`None`
     /// for the others), so reading the captures allocates nothing.
     captures: Vec<Option<RefCell<regex::CaptureLocations>>>,
+    /// This worker's counters for this generation's routes and groups.
+    metrics: GenMetrics,
 }
 
 impl Generation {
@@ -74,10 +77,37 @@ impl Generation {
         self.captures.get(route)?.as_ref().map(RefCell::borrow_mut)
     }
 
+    /// This generation's counters (count only when `snap().metrics`).
+    pub fn metrics(&self) -> &GenMetrics {
+        &self.metrics
+    }
+
+    /// Group `id`'s counters, when metrics are on.
+    pub fn group_metrics(&self, id: UpstreamId) -> Option<&crate::metrics::GroupCounters> {
+        self.snap.metrics.then(|| self.metrics.group(id))
+    }
+
     /// Group `id`'s retry budget on this worker.
     pub fn budget(&self, id: UpstreamId) -> &Budget {
         &self.groups[id].budget
     }
+}
+
+/// One finished request, as metrics count it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRecord {
+    /// The matched route, `None` when none matched.
+    pub route: Option<usize>,
+    /// `metrics::method_index` of its method.
+    pub method: u8,
+    /// The status it was answered with (499 when the client went away first).
+    pub status: u16,
+    /// When its head was read (taken only when metrics are on).
+    pub started: Option<Instant>,
+    /// Bytes read from the client for it.
+    pub bytes_in: u64,
+    /// Bytes written to the client for it.
+    pub bytes_out: u64,
 }
 
 /// One worker's state.
@@ -108,6 +138,13 @@ pub struct Shard {
     open: Cell<u32>,
     /// A graceful drain started: finish requests, close connections after them.
     draining: Cell<bool>,
+    /// Counters of generations this worker ran before, by label.
+    carried: RefCell<Totals>,
+    /// Whole-request durations (when metrics are on).
+    durations: Histogram,
+    /// Bytes read from and written to clients (when metrics are on).
+    bytes_in: Cell<u64>,
+    bytes_out: Cell<u64>,
 }
 
 impl Shard {
@@ -125,6 +162,7 @@ impl Shard {
                 snap: snap.clone(),
                 groups: Vec::new(),
                 captures: Vec::new(),
+                metrics: GenMetrics::new(0, 0),
             })),
             servers: RefCell::new(Vec::new()),
             retired: RefCell::new(Vec::new()),
@@ -136,6 +174,10 @@ impl Shard {
             date_secs: Cell::new(secs),
             open: Cell::new(0),
             draining: Cell::new(false),
+            carried: RefCell::new(Totals::default()),
+            durations: Histogram::default(),
+            bytes_in: Cell::new(0),
+            bytes_out: Cell::new(0),
         };
         shard.install(snap);
         shard
@@ -217,10 +259,18 @@ impl Shard {
                 _ => None,
             })
             .collect();
+        let metrics = GenMetrics::new(snap.router.routes().len(), snap.groups.len());
+        // Counters of the generation going away carry on under their labels.
+        old.metrics.fold_into(
+            &old.snap.route_labels,
+            &old.snap.group_names(),
+            &mut self.carried.borrow_mut(),
+        );
         *self.current.borrow_mut() = Rc::new(Generation {
             snap,
             groups,
             captures,
+            metrics,
         });
     }
 
@@ -360,9 +410,33 @@ impl Shard {
         self.open.get()
     }
 
+    /// Counts one request that ended with `status` (when metrics are on): `route` as
+    /// matched (`None`: no route), `started` when its head was read, and the bytes it
+    /// read from and wrote to the client.
+    pub fn record_request(&self, gen: &Generation, r: &RequestRecord) {
+        if !gen.snap.metrics {
+            return;
+        }
+        gen.metrics.request(r.route, r.method, r.status);
+        if let Some(started) = r.started {
+            self.durations.observe(started.elapsed());
+        }
+        self.bytes_in.set(self.bytes_in.get() + r.bytes_in);
+        self.bytes_out.set(self.bytes_out.get() + r.bytes_out);
+    }
+
     /// A copy of this worker's counters, for a scrape.
     pub fn stats(&self, driver: crate::worker::Driver) -> crate::metrics::WorkerStats {
         let current = self.generation();
+        let mut totals = self.carried.borrow().clone();
+        current.metrics.fold_into(
+            &current.snap.route_labels,
+            &current.snap.group_names(),
+            &mut totals,
+        );
+        totals.request_duration.add(&self.durations.snapshot());
+        totals.bytes_in += self.bytes_in.get();
+        totals.bytes_out += self.bytes_out.get();
         crate::metrics::WorkerStats {
             worker: self.id,
             driver,
@@ -375,6 +449,7 @@ impl Shard {
                 .chain(self.removed_in_flight().iter())
                 .map(|s| s.stats())
                 .collect(),
+            totals,
         }
     }
 

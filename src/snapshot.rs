@@ -29,6 +29,10 @@ pub struct Snapshot {
     group_ids: crate::hash::FnvMap<UpstreamId>,
     /// Some header edit uses `$request_id`: every request then gets an id.
     pub request_ids: bool,
+    /// Workers count requests for `GET /metrics`.
+    pub metrics: bool,
+    /// Each route's label in metrics, in route order, then `none` (no route matched).
+    pub route_labels: Vec<String>,
 }
 
 impl Snapshot {
@@ -60,7 +64,22 @@ impl Snapshot {
             groups,
             router: Router::new(config),
             request_ids: config.request_ids,
+            metrics: config.metrics(),
+            route_labels: config
+                .routes
+                .iter()
+                .map(|r| r.label.clone())
+                .chain(std::iter::once("none".to_string()))
+                .collect(),
         }
+    }
+
+    /// Group names in group order, for metrics labels.
+    pub fn group_names(&self) -> Vec<&str> {
+        self.groups
+            .iter()
+            .map(|g| g.upstream.name.as_str())
+            .collect()
     }
 
     /// The group named `name`.

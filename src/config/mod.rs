@@ -50,6 +50,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// When set, every admin request needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Workers count requests for `GET /metrics` (on by default).
+    pub metrics: bool,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -58,6 +60,7 @@ impl std::fmt::Debug for AdminConfig {
         f.debug_struct("AdminConfig")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -198,6 +201,11 @@ impl Config {
     /// Servers over all groups.
     pub fn server_count(&self) -> usize {
         self.upstreams.iter().map(|u| u.servers.len()).sum()
+    }
+
+    /// True when workers count requests for `GET /metrics`.
+    pub fn metrics(&self) -> bool {
+        self.admin.as_ref().is_some_and(|a| a.metrics)
     }
 
     /// The group named `name`.
@@ -476,7 +484,11 @@ impl Validator<'_> {
                 ),
             );
         }
-        Ok(AdminConfig { listen, token })
+        Ok(AdminConfig {
+            listen,
+            token,
+            metrics: raw.metrics,
+        })
     }
 }
 

@@ -26,6 +26,8 @@ pub struct RawConfig {
 pub struct RawAdmin {
     pub listen: Spanned<String>,
     pub token: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    pub metrics: bool,
 }
 
 /// A value that may be written as one item or an array of items.
@@ -194,6 +196,7 @@ impl std::fmt::Display for StatusItem {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    pub name: Option<Spanned<String>>,
     pub host: Option<Spanned<OneOrMany<String>>>,
     pub path_prefix: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
@@ -244,6 +247,9 @@ fn d_2s() -> Dur {
 }
 fn d_64k() -> Spanned<Size> {
     Spanned::new(0..0, Size(64 * 1024))
+}
+fn yes() -> bool {
+    true
 }
 fn one() -> i64 {
     1

@@ -71,6 +71,8 @@ pub enum NamePart {
 /// One `[[routes]]` entry; it matches when every condition holds.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// Its name in metrics and logs: `name`, or `routes[i]` by position.
+    pub label: String,
     /// Host conditions (any of them); empty = any host.
     pub hosts: Vec<HostMatch>,
     /// Path condition.
@@ -274,7 +276,29 @@ impl Validator<'_> {
             }
         }
 
+        let label = match &r.name {
+            None => format!("routes[{i}]"),
+            Some(n) => {
+                let ok = !n.get_ref().is_empty()
+                    && n.get_ref().len() <= 64
+                    && n.get_ref()
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
+                if !ok {
+                    return self.err(
+                        n.span(),
+                        key("name"),
+                        format!(
+                            "`{}` is not a route name (1-64 of letters, digits, `-_.:/`)",
+                            n.get_ref()
+                        ),
+                    );
+                }
+                n.get_ref().clone()
+            }
+        };
         Ok(Route {
+            label,
             hosts,
             path,
             methods,

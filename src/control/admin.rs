@@ -6,6 +6,7 @@
 //!   reload, and every server's state, in-flight requests, pooled connections and
 //!   request and error counts (errors: failures counted against it by passive health),
 //!   summed over the workers by a scrape.
+//! - `GET /metrics`: Prometheus text (`super::prometheus`).
 //! - `GET /config`: the config in force, secrets redacted.
 //! - `POST /reload`: what SIGHUP does, answered with the result.
 //! - `/upstreams...`: the runtime registry ([`super::registry`]).
@@ -97,6 +98,8 @@ pub(super) struct Request {
 pub(super) struct Response {
     status: u16,
     body: Value,
+    /// A text body with its content type, instead of JSON (`/metrics`).
+    text: Option<(String, &'static str)>,
     /// `Allow` for a 405.
     allow: Option<&'static str>,
 }
@@ -107,6 +110,7 @@ impl Response {
         Response {
             status,
             body,
+            text: None,
             allow: None,
         }
     }
@@ -211,11 +215,17 @@ async fn read_body(
 
 /// Writes `resp` as an HTTP/1.1 response (`head_only`: for HEAD, without the body).
 fn render(resp: &Response, close: bool, head_only: bool) -> Vec<u8> {
-    let mut body = serde_json::to_vec_pretty(&resp.body).unwrap_or_default();
-    body.push(b'\n');
+    let (body, content_type) = match &resp.text {
+        Some((text, kind)) => (text.as_bytes().to_vec(), *kind),
+        None => {
+            let mut body = serde_json::to_vec_pretty(&resp.body).unwrap_or_default();
+            body.push(b'\n');
+            (body, "application/json")
+        }
+    };
     let date = crate::http::date::format(crate::http::date::unix_now());
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-store\r\nDate: {}\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nDate: {}\r\n",
         resp.status,
         reason_phrase(resp.status),
         body.len(),
@@ -275,16 +285,19 @@ async fn handle(state: &Rc<RefCell<State>>, req: &Request) -> Response {
     let get = matches!(req.method.as_str(), "GET" | "HEAD");
     match (req.path.as_str(), get, req.method.as_str()) {
         ("/status", true, _) => status(state).await,
+        ("/metrics", true, _) => metrics(state).await,
         ("/config", true, _) => config(state),
         ("/reload", _, "POST") => reload(state),
-        ("/status" | "/config", false, _) => Response::method_not_allowed("GET, HEAD"),
+        ("/status" | "/config" | "/metrics", false, _) => Response::method_not_allowed("GET, HEAD"),
         ("/reload", _, _) => Response::method_not_allowed("POST"),
         (path, _, _) if path == "/upstreams" || path.starts_with("/upstreams/") => {
             super::registry::handle(state, req).await
         }
         (path, _, _) => Response::error(
             404,
-            format!("no admin endpoint `{path}`; see /status, /config, /reload, /upstreams"),
+            format!(
+                "no admin endpoint `{path}`; see /status, /metrics, /config, /reload, /upstreams"
+            ),
         ),
     }
 }
@@ -459,6 +472,19 @@ fn reason(h: &Health, now: Instant) -> Option<String> {
 
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+/// `GET /metrics`: Prometheus text; 404 when the config turned metrics off.
+async fn metrics(state: &Rc<RefCell<State>>) -> Response {
+    if !state.borrow().config.metrics() {
+        return Response::error(404, "metrics are off (`admin.metrics = false`)");
+    }
+    let stats = scrape(state).await;
+    let text = super::prometheus::render(&state.borrow(), &stats, Instant::now());
+    Response {
+        text: Some((text, super::prometheus::CONTENT_TYPE)),
+        ..Response::json(200, Value::Null)
+    }
 }
 
 /// `GET /config`.

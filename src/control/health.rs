@@ -29,6 +29,8 @@ pub struct Table {
     /// The current generation, stamped on broadcasts.
     generation: u64,
     servers: HashMap<ServerId, Tracked>,
+    /// Transitions logged so far, by server name and the state entered (for metrics).
+    transitions: std::collections::BTreeMap<(String, &'static str), u64>,
 }
 
 impl Table {
@@ -38,6 +40,7 @@ impl Table {
             bus,
             generation: snap.generation,
             servers: HashMap::new(),
+            transitions: Default::default(),
         };
         t.sync(snap, now);
         t
@@ -137,9 +140,21 @@ impl Table {
             .map(|t| (t.machine.state(), t.machine.since()))
     }
 
+    /// Transitions so far: (server name, state entered) → count.
+    pub fn transitions(&self) -> &std::collections::BTreeMap<(String, &'static str), u64> {
+        &self.transitions
+    }
+
     /// Logs an effect's transitions and broadcasts what workers must apply.
-    fn emit(&self, id: ServerId, name: &str, effect: Effect) {
+    fn emit(&mut self, id: ServerId, name: &str, effect: Effect) {
         for line in &effect.lines {
+            // "up → down ...": the word after the arrow is the state entered.
+            let to = match line.split_whitespace().nth(2) {
+                Some("up") => "up",
+                Some("probation") => "probation",
+                _ => "down",
+            };
+            *self.transitions.entry((name.to_string(), to)).or_default() += 1;
             if line.contains("→ down") {
                 warn!("{name}: {line}");
             } else {

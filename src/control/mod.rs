@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod checks;
 pub mod health;
+pub mod prometheus;
 pub mod registry;
 pub mod reload;
 
@@ -91,6 +92,8 @@ struct State {
     config_path: Option<PathBuf>,
     started: Instant,
     last_reload: Option<LastReload>,
+    /// Reloads (and registry changes) applied and refused so far.
+    reloads: (u64, u64),
 }
 
 /// A running control thread.
@@ -162,6 +165,7 @@ async fn run(setup: Setup, commands: Receiver<Command>) {
         config_path: setup.config_path,
         started: now,
         last_reload: None,
+        reloads: (0, 0),
     }));
     {
         let s = &mut *state.borrow_mut();
@@ -221,6 +225,10 @@ impl State {
                 "reload refused; generation {} keeps running: {e}",
                 self.snapshot.generation
             ),
+        }
+        match &result {
+            Ok(_) => self.reloads.0 += 1,
+            Err(_) => self.reloads.1 += 1,
         }
         self.last_reload = Some(LastReload {
             at: SystemTime::now(),

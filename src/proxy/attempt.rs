@@ -94,6 +94,7 @@ pub(super) async fn response_head(
     let (shard, head) = (c.shard, ups.head);
     let date = shard.date();
     let (client, out) = (&mut *c.client, &mut *c.out);
+    let mut interim_bytes = 0;
     let read = async {
         // Only the first head can tell that a pooled connection was closed idle.
         let mut reused = conn.reused;
@@ -124,6 +125,7 @@ pub(super) async fn response_head(
                 Parsed::Retry(status) => return Err(ProxyError::UpstreamStatus(status)),
                 Parsed::Interim => {
                     conn.buf.consume(len);
+                    interim_bytes += interim.len() as u64;
                     if write_vec(client, &mut interim).await.is_err() {
                         return Err(ProxyError::ClientGone);
                     }
@@ -138,11 +140,13 @@ pub(super) async fn response_head(
     };
     // The worker's coarse timers (50 ms ticks): cheaper per request than a monoio
     // `Sleep`, and a response head timeout needs no finer grain.
-    match shard.timers().timeout_at(shard.now() + limit, read).await {
+    let result = match shard.timers().timeout_at(shard.now() + limit, read).await {
         Some(r) => r,
         None if limit < ups.group.response_header_timeout => Err(ProxyError::RequestDeadline),
         None => Err(ProxyError::ResponseTimeout),
-    }
+    };
+    c.bytes_out += interim_bytes;
+    result
 }
 
 /// Moves a small body that arrived with the head into `out`, so head and body go to

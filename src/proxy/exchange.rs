@@ -17,14 +17,24 @@ use crate::config::{Balance, Route};
 use crate::error::{ProxyError, Resend};
 use crate::http::rewrite::{Edits, Vars};
 use crate::http::Framing;
+use crate::metrics::bump;
 use crate::shard::Generation;
 use crate::upstream::pool::UpConn;
 use crate::upstream::ServerLocal;
 use std::rc::Rc;
 use std::time::Instant;
 
-/// How an exchange ended: `Ok(keep_alive)`, or a failure to answer.
-pub(super) type Outcome = Result<bool, Failed>;
+/// An exchange that completed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Done {
+    /// The client connection may carry another request.
+    pub keep_alive: bool,
+    /// The status relayed to the client.
+    pub status: u16,
+}
+
+/// How an exchange ended: relayed, or a failure to answer.
+pub(super) type Outcome = Result<Done, Failed>;
 
 /// Forwards one request routed by `route` to group `group` and relays the response.
 pub(super) async fn run(
@@ -44,7 +54,9 @@ pub(super) async fn run(
         c.out
             .extend_from_slice(&c.cbuf.data()[head.len..head.len + n]);
     }
-    let sent_at = (ups.group.balance == Balance::LeastTime).then(Instant::now);
+    // The clock only for what needs it: least_time's samples, the metrics' histogram.
+    let timed = ups.group.balance == Balance::LeastTime || gen.snap().metrics;
+    let sent_at = timed.then(Instant::now);
     let (up, resp, flight) = match body {
         Some(n) => attempts(c, &ups, route, n, coalesced).await?,
         None => streamed(c, &ups, route).await?,
@@ -80,6 +92,7 @@ async fn stage_body(
     if head.expect_continue && buffered == 0 && send_continue(c.client).await.is_err() {
         return Err(gone);
     }
+    c.bytes_in += n as u64;
     while c.cbuf.len() < head.len + n {
         let read = c.cbuf.fill(c.client, head.len + n);
         match c.shard.timers().timeout(gap, read).await {
@@ -200,10 +213,14 @@ fn after_failure(
     err: ProxyError,
     may_retry: bool,
 ) -> Then {
+    let metrics = ups.gen.group_metrics(ups.id);
     if let Some(resend) = err.resend() {
         if !tries.resent && (resend == Resend::Always || may_retry) {
             // Nothing was answered and `out` still holds the request: resend it fresh.
             tries.resent = true;
+            if let Some(m) = metrics {
+                bump(&m.retries);
+            }
             return Then::Resend(server.clone());
         }
     }
@@ -211,17 +228,21 @@ fn after_failure(
     if !err.is_answerable() {
         return Then::Answer(err);
     }
-    let budget = ups.gen.budget(ups.id);
-    if may_retry
-        && err.is_retryable(&ups.group.retry_on)
-        && tries.retries_left > 0
-        && budget.try_spend(c.shard.now())
-    {
-        tries.retries_left -= 1;
-        tries.last = Some(err);
-        return Then::Retry;
+    if !(may_retry && err.is_retryable(&ups.group.retry_on) && tries.retries_left > 0) {
+        return Then::Answer(err);
     }
-    Then::Answer(err)
+    if !ups.gen.budget(ups.id).try_spend(c.shard.now()) {
+        if let Some(m) = metrics {
+            bump(&m.budget_refusals);
+        }
+        return Then::Answer(err);
+    }
+    if let Some(m) = metrics {
+        bump(&m.retries);
+    }
+    tries.retries_left -= 1;
+    tries.last = Some(err);
+    Then::Retry
 }
 
 /// A failure answered before the response, for a request whose whole body was
@@ -288,9 +309,12 @@ async fn streamed(
         timers: c.shard.timers(),
         dir: Direction::Request,
     };
-    if let Err(err) = relay.run(head.body, head.body).await {
-        ups.failed(flight.server(), err);
-        return Err(undrained(err));
+    match relay.run(head.body, head.body).await {
+        Ok(moved) => c.bytes_in += moved,
+        Err(err) => {
+            ups.failed(flight.server(), err);
+            return Err(undrained(err));
+        }
     }
     let edits = response_edits(c, ups, route, flight.server());
     match attempt::response_head(c, ups, &mut conn, edits.as_ref(), None).await {
@@ -326,7 +350,13 @@ async fn relay_response(
         shard.succeeded(server);
     }
     if let Some(at) = sent_at {
-        server.observe_latency(at.elapsed(), shard.now());
+        let latency = at.elapsed();
+        if group.balance == Balance::LeastTime {
+            server.observe_latency(latency, shard.now());
+        }
+        if let Some(m) = ups.gen.group_metrics(ups.id) {
+            m.response.observe(latency);
+        }
     }
     let cut = |err| Failed {
         err,
@@ -336,6 +366,7 @@ async fn relay_response(
     // `out` holds the client response head, plus the body when it was small and
     // complete. A coarse timer: this runs per request, and a monoio `Sleep` would make
     // the request state 640 bytes larger and cost a timer-wheel insert and remove.
+    c.bytes_out += c.out.len() as u64;
     let write = write_vec(c.client, c.out);
     if !matches!(
         shard
@@ -369,9 +400,12 @@ async fn relay_response(
         },
     };
     // A truncated body must never be followed by another response on this connection.
-    relayed.map_err(cut)?;
+    c.bytes_out += relayed.map_err(cut)?;
     if resp.reusable && up.buf.is_empty() && !server.is_retired() {
         server.idle.put(up, shard.now(), group.keepalive);
     }
-    Ok(ups.head.keep_alive && !resp.close_client)
+    Ok(Done {
+        keep_alive: ups.head.keep_alive && !resp.close_client,
+        status: resp.status,
+    })
 }

@@ -25,6 +25,8 @@ pub(super) struct Head {
     /// no drain started).
     pub keep_alive: bool,
     pub version: Version,
+    /// `metrics::method_index` of the method.
+    pub method: u8,
     pub expect_continue: bool,
     pub is_head: bool,
     /// The matched route's index and its group (in the request's generation).
@@ -154,6 +156,7 @@ fn prepare(
         // A draining worker answers `Connection: close`, then closes.
         keep_alive: req.keep_alive && !p.shard.draining(),
         version: req.version,
+        method: crate::metrics::method_index(req.method),
         expect_continue: req.expect_continue,
         is_head: req.is_head(),
         route: None,

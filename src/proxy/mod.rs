@@ -27,7 +27,7 @@ use crate::buf::{Buf, ConnBufs, Fill};
 use crate::client::{ClientStream, ConnFacts, Scheme};
 use crate::error::ProxyError;
 use crate::http::rewrite::Peer;
-use crate::shard::Shard;
+use crate::shard::{RequestRecord, Shard};
 use crate::timer::TICK;
 use monoio::io::Canceller;
 use std::time::{Duration, Instant};
@@ -62,6 +62,10 @@ struct Conn<'a> {
     /// The client, formatted for forwarding headers.
     peer: &'a Peer,
     scheme: Scheme,
+    /// Bytes read from the client for the current request (for metrics).
+    bytes_in: u64,
+    /// Bytes written to the client for the current request (for metrics).
+    bytes_out: u64,
 }
 
 /// Serves one client connection until it closes or must be closed.
@@ -133,6 +137,8 @@ async fn busy(
         out,
         peer,
         scheme: facts.scheme(),
+        bytes_in: 0,
+        bytes_out: 0,
     };
     let mut answered = false;
     // Made once per spell, on the first wait for a next request.
@@ -175,6 +181,9 @@ async fn busy(
         };
         *first = false;
         answered = true;
+        // Read only when counted: the clock is one of the few syscall-free costs left.
+        let started = gen.snap().metrics.then(Instant::now);
+        c.bytes_in = head.len as u64;
         let outcome = match head.route {
             Some((route, group)) => exchange::run(&mut c, &gen, route, group, &head).await,
             None => {
@@ -190,10 +199,25 @@ async fn busy(
                 Err(respond::Failed { err, drained })
             }
         };
-        let keep = match outcome {
-            Ok(keep_alive) => keep_alive,
-            Err(failed) => respond::answer(&mut c, &gen, Some(&head), failed).await,
+        let (keep, status) = match outcome {
+            Ok(done) => (done.keep_alive, done.status),
+            Err(failed) => {
+                let status = failed.err.status();
+                (
+                    respond::answer(&mut c, &gen, Some(&head), failed).await,
+                    status,
+                )
+            }
         };
+        let record = RequestRecord {
+            route: head.route.map(|(r, _)| r),
+            method: head.method,
+            status,
+            started,
+            bytes_in: std::mem::take(&mut c.bytes_in),
+            bytes_out: std::mem::take(&mut c.bytes_out),
+        };
+        shard.record_request(&gen, &record);
         if !keep {
             return Spell::Close;
         }

@@ -51,6 +51,7 @@ pub(super) async fn answer(
     };
     c.out.clear();
     write_error_response(c.out, &reply);
+    c.bytes_out += c.out.len() as u64;
     let _ = c
         .shard
         .timers()

@@ -9,6 +9,7 @@ use crate::balance::Tried;
 use crate::buf::Buf;
 use crate::config::{Upstream, UpstreamId};
 use crate::error::ProxyError;
+use crate::metrics::bump;
 use crate::shard::{Generation, Shard};
 use crate::upstream::pool::UpConn;
 use crate::upstream::ServerLocal;
@@ -134,6 +135,9 @@ impl<'a> Upstreams<'a> {
                 // A request that cannot be resent checks a pooled socket first (one
                 // cheap syscall) instead of discovering it dead after sending.
                 if !check_pooled || looks_alive(&conn.stream) {
+                    if let Some(m) = self.gen.group_metrics(self.id) {
+                        bump(&m.reused);
+                    }
                     return Ok((conn, flight));
                 }
             }
@@ -153,6 +157,9 @@ impl<'a> Upstreams<'a> {
             Some(Ok(stream)) => {
                 // Small requests must not wait for Nagle's algorithm.
                 let _ = stream.set_nodelay(true);
+                if let Some(m) = self.gen.group_metrics(self.id) {
+                    bump(&m.connects);
+                }
                 return Ok(UpConn {
                     stream,
                     buf: Buf::with_capacity(UPSTREAM_BUF),
@@ -163,6 +170,9 @@ impl<'a> Upstreams<'a> {
             None if limit < self.group.connect_timeout => ProxyError::RequestDeadline,
             None => ProxyError::ConnectTimeout,
         };
+        if let Some(m) = self.gen.group_metrics(self.id) {
+            bump(&m.connect_errors);
+        }
         self.failed(server, err);
         Err(err)
     }

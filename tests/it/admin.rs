@@ -354,3 +354,246 @@ fn run_names_admin_listen_when_its_port_is_taken() {
     );
     let _ = std::fs::remove_file(path);
 }
+
+/// One sample line of the text exposition format: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// Parses Prometheus text strictly enough to catch a malformed line: every sample's
+/// family has `# HELP` and `# TYPE` before it, labels are `name="value"` pairs, values
+/// are numbers.
+fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let mut typed = std::collections::HashSet::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut words = rest.split(' ');
+            let name = words.next().expect("a family name");
+            let kind = words.next().expect("a type");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (head, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (name, labels) = match head.split_once('{') {
+            None => (head.to_string(), Vec::new()),
+            Some((name, rest)) => {
+                let inner = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels: {line}"));
+                let labels = inner
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        let (k, v) = p
+                            .split_once("=\"")
+                            .unwrap_or_else(|| panic!("bad label in {line}"));
+                        (k.to_string(), v.trim_end_matches('"').to_string())
+                    })
+                    .collect();
+                (name.to_string(), labels)
+            }
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+            .unwrap_or(&name)
+            .to_string();
+        assert!(typed.contains(&family), "no # TYPE before {line}");
+        samples.push((name, labels, value));
+    }
+    samples
+}
+
+/// The sum of samples named `name` whose labels include every pair of `with`.
+fn total(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, labels, _)| {
+            n == name
+                && with
+                    .iter()
+                    .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+fn metrics(admin: SocketAddr) -> Vec<Sample> {
+    let r = call(admin, "GET", "/metrics", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.headers.get("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    parse_prometheus(&r.text())
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_count_what_the_traffic_did() {
+    let up = Upstream::start("up", Mode::Ok);
+    let dead = dead_addr();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n\
+         [upstreams.web]\nservers = [\"{}\"]\n\n\
+         [upstreams.gone]\nservers = [\"{dead}\"]\nfail_timeout = \"60s\"\n\n\
+         [[routes]]\nname = \"broken\"\npath_prefix = \"/broken\"\nupstream = \"gone\"\n\n\
+         [[routes]]\nname = \"site\"\npath_prefix = \"/\"\nupstream = \"web\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
+        up.addr()
+    );
+    let proxy = Binary::start("admin-metrics", &text);
+    let admin = admin_addr(&proxy);
+    let before = metrics(admin);
+    assert_eq!(total(&before, "ringway_requests_total", &[]), 0.0);
+    assert_eq!(total(&before, "ringway_workers_scraped", &[]), 2.0);
+
+    const N: usize = 30;
+    let mut c = Client::connect(proxy.addr());
+    for i in 0..N {
+        assert_eq!(c.get(&format!("/page/{i}")).status, 200);
+    }
+    let r = c.request(b"POST /form HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(r.status, 200);
+    assert_eq!(c.get("/broken/x").status, 502, "connect refused");
+    assert_eq!(c.get("/broken/y").status, 503, "then marked down");
+
+    let m = metrics(admin);
+    let site = [("route", "site")];
+    assert_eq!(
+        total(
+            &m,
+            "ringway_requests_total",
+            &[("route", "site"), ("method", "GET"), ("code", "2xx")]
+        ),
+        N as f64
+    );
+    assert_eq!(
+        total(
+            &m,
+            "ringway_requests_total",
+            &[("route", "site"), ("method", "POST")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        total(
+            &m,
+            "ringway_requests_total",
+            &[("route", "broken"), ("code", "5xx")]
+        ),
+        2.0
+    );
+    assert_eq!(total(&m, "ringway_requests_total", &site), N as f64 + 1.0);
+    assert_eq!(
+        total(&m, "ringway_request_duration_seconds_count", &[]),
+        N as f64 + 3.0
+    );
+    assert_eq!(
+        total(
+            &m,
+            "ringway_request_duration_seconds_bucket",
+            &[("le", "+Inf")]
+        ),
+        N as f64 + 3.0
+    );
+    let web = [("upstream", "web")];
+    assert_eq!(
+        total(&m, "ringway_upstream_response_seconds_count", &web),
+        N as f64 + 1.0
+    );
+    assert_eq!(
+        total(&m, "ringway_upstream_connections_total", &web),
+        N as f64 + 1.0,
+        "every request went on a reused or a new connection"
+    );
+    assert!(
+        total(
+            &m,
+            "ringway_upstream_connections_total",
+            &[("upstream", "web"), ("kind", "reused")]
+        ) >= N as f64 - 1.0
+    );
+    assert_eq!(
+        total(
+            &m,
+            "ringway_upstream_connect_errors_total",
+            &[("upstream", "gone")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        total(&m, "ringway_upstream_server_up", &[("upstream", "gone")]),
+        0.0
+    );
+    assert_eq!(total(&m, "ringway_upstream_server_up", &web), 1.0);
+    assert_eq!(
+        total(&m, "ringway_upstream_server_requests_total", &web),
+        N as f64 + 1.0
+    );
+    assert_eq!(
+        total(
+            &m,
+            "ringway_upstream_server_errors_total",
+            &[("upstream", "gone")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        total(
+            &m,
+            "ringway_health_transitions_total",
+            &[("upstream", "gone"), ("to", "down")]
+        ),
+        1.0
+    );
+    assert!(total(&m, "ringway_client_bytes_total", &[("direction", "in")]) > 0.0);
+    assert!(
+        total(&m, "ringway_client_bytes_total", &[("direction", "out")])
+            > total(&m, "ringway_client_bytes_total", &[("direction", "in")])
+    );
+    assert_eq!(
+        total(&m, "ringway_open_connections", &[]),
+        1.0,
+        "the test's client"
+    );
+
+    // A reload keeps the counters (they are folded, not reset) and counts itself.
+    proxy.signal(libc::SIGHUP);
+    assert!(
+        proxy.wait_for_log("reload: generation 2", PATIENCE),
+        "{}",
+        proxy.log()
+    );
+    assert!(poll_until(PATIENCE, || total(
+        &metrics(admin),
+        "ringway_config_generation",
+        &[]
+    ) == 2.0));
+    let m = metrics(admin);
+    assert_eq!(total(&m, "ringway_requests_total", &site), N as f64 + 1.0);
+    assert_eq!(total(&m, "ringway_reloads_total", &[("result", "ok")]), 1.0);
+    assert_eq!(total(&m, "ringway_last_reload_success", &[]), 1.0);
+}
+
+#[test]
+fn metrics_can_be_turned_off() {
+    let up = Upstream::start("up", Mode::Ok);
+    let proxy = Binary::start(
+        "admin-metrics-off",
+        &config(1, &[up.addr()], "", "metrics = false"),
+    );
+    let r = call(admin_addr(&proxy), "GET", "/metrics", None);
+    assert_eq!(r.status, 404);
+    assert!(json(&r)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("admin.metrics"));
+}
