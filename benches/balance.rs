@@ -52,7 +52,11 @@ fn config_with(n: usize, policy: &str) -> Config {
 fn shard(c: &Config) -> Shard {
     let snap = Snapshot::build(c, 1, &mut Registry::new());
     let (bus, _inboxes, _reports) = Bus::new(1);
-    Shard::new(0, bus, Arc::new(snap))
+    // The writer thread ends with the process; the bench never logs.
+    let log = Box::leak(Box::new(
+        ringway::access::AccessLog::start(ringway::access::Sink::Off).expect("a thread"),
+    ));
+    Shard::new(0, bus, Arc::new(snap), log.remote())
 }
 
 /// Every server is usable.

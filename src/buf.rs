@@ -234,6 +234,9 @@ pub struct ConnBufs {
     pub cbuf: Buf,
     /// Scratch for heads and re-framed bodies on their way out.
     pub out: Vec<u8>,
+    /// The current request's access log fields (empty while the access log is off:
+    /// it allocates only once the log is on).
+    pub log: Vec<u8>,
 }
 
 /// A worker's free connection buffers, so a connection holds buffers only while busy
@@ -260,6 +263,7 @@ impl BufPool {
         self.free.borrow_mut().pop().unwrap_or_else(|| ConnBufs {
             cbuf: Buf::with_capacity(self.size),
             out: Vec::with_capacity(self.size),
+            log: Vec::new(),
         })
     }
 

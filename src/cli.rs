@@ -170,7 +170,7 @@ fn run(
     };
     let running = match server::start_with(config, options) {
         Ok(r) => r,
-        Err(e @ StartError::Listen { .. }) => {
+        Err(e @ (StartError::Listen { .. } | StartError::AccessLog { .. })) => {
             eprintln!("ringway: {e}");
             return EX_CONFIG;
         }
@@ -216,7 +216,10 @@ fn run(
                 let _ = running.reload_file(path.to_path_buf());
             }
             Event::Signal(Signal::Usr1) => {
-                info!("SIGUSR1: logs go to stderr, so there is no file to reopen");
+                // The event log is stderr (the service manager's); the access log may be
+                // a file that logrotate just moved away.
+                info!("SIGUSR1: reopening the access log");
+                running.reopen_logs();
             }
             Event::Signal(sig) => {
                 let timeout = running.shutdown_timeout();

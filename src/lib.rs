@@ -38,8 +38,10 @@
 //! - [`error`]: every request failure, its status and whether it may be retried.
 //! - [`hash`]: the one FNV hash (tables, balancing keys, ring points).
 //! - [`backend`]: the built-in demo origin server.
-//! - [`log`]: stderr logging.
+//! - [`log`]: the event log on stderr, with levels.
+//! - [`access`]: the access log: per-worker line buffers, one writer thread.
 
+pub mod access;
 pub mod backend;
 pub mod balance;
 pub mod body;

@@ -1,11 +1,14 @@
-//! Minimal leveled logging to stderr, one line per event with a UTC timestamp.
+//! The event log: leveled lines on stderr, one per event, with a UTC timestamp and the
+//! thread's name. `[log] level` sets the least severe level written.
 //!
-//! The hot path does not log per request; these are for lifecycle events and faults.
+//! The hot path does not log per request (that is the access log's job, `access`);
+//! these are for lifecycle events and faults.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Severity of a log line.
-#[derive(Debug, Clone, Copy)]
+/// Severity of a log line, least severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     /// Normal lifecycle events.
     Info,
@@ -15,8 +18,19 @@ pub enum Level {
     Error,
 }
 
+/// The least severe level written (a `Level` as `u8`); set from the config.
+static MIN_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+/// Writes lines of `level` and more severe ones only.
+pub fn set_level(level: Level) {
+    MIN_LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
 /// Writes one log line; use the `info!`/`warn!`/`error!` macros instead.
 pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
+    if (level as u8) < MIN_LEVEL.load(Ordering::Relaxed) {
+        return;
+    }
     let label = match level {
         Level::Info => "info",
         Level::Warn => "warn",

@@ -5,6 +5,7 @@
 //! Listeners are bound here (not in workers) so the real port of a `:0` address is
 //! known before `start` returns: tests connect at once, with no sleeps.
 
+use crate::access::{AccessLog, Sink};
 use crate::bus::{Bus, Update};
 use crate::config::Config;
 use crate::control::{self, Control, ReloadError, Reloaded, Source};
@@ -32,6 +33,16 @@ pub enum StartError {
         key: &'static str,
         /// The bind error.
         source: ListenError,
+    },
+    /// The access log could not be opened (a config problem: exit 64).
+    #[error("{origin}: `log.access`: cannot open {path}: {source}")]
+    AccessLog {
+        /// The config file.
+        origin: String,
+        /// The path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
     },
     /// A thread or runtime could not start.
     #[error("{0}")]
@@ -67,6 +78,8 @@ pub struct Running {
     shutdown_timeout: Cell<Duration>,
     /// Where the admin API listens, when it does.
     admin_addr: Option<SocketAddr>,
+    /// The access log's writer (idle while the log is off).
+    access: AccessLog,
 }
 
 /// Options `start` takes beside the config.
@@ -105,6 +118,14 @@ pub fn start_with(config: Config, options: Options) -> Result<Running, StartErro
         })?),
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    crate::log::set_level(config.log.level.into());
+    let sink = Sink::open(config.log.access.as_ref()).map_err(|source| StartError::AccessLog {
+        origin: config.origin.clone(),
+        path: access_path(&config),
+        source,
+    })?;
+    let access = AccessLog::start(sink)
+        .map_err(|e| StartError::Runtime(format!("cannot start the access log thread: {e}")))?;
     let mut registry = Registry::new();
     let snapshot = Arc::new(Snapshot::build(&config, 1, &mut registry));
     let (bus, inboxes, reports) = Bus::new(workers);
@@ -132,6 +153,7 @@ pub fn start_with(config: Config, options: Options) -> Result<Running, StartErro
             listeners,
             inbox,
             bus: bus.clone(),
+            log: access.remote(),
             ready: ready_tx.clone(),
         };
         let exit = ExitGuard {
@@ -163,6 +185,7 @@ pub fn start_with(config: Config, options: Options) -> Result<Running, StartErro
         reports,
         admin,
         config_path: options.config_path,
+        access: access.remote(),
         config,
     })
     .map_err(|e| StartError::Runtime(format!("cannot start the control thread: {e}")))?;
@@ -176,6 +199,7 @@ pub fn start_with(config: Config, options: Options) -> Result<Running, StartErro
         control,
         shutdown_timeout,
         admin_addr,
+        access,
     };
     for _ in 0..workers {
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
@@ -185,6 +209,14 @@ pub fn start_with(config: Config, options: Options) -> Result<Running, StartErro
         }
     }
     Ok(running)
+}
+
+/// The access log's path as configured, for messages.
+fn access_path(config: &Config) -> String {
+    match &config.log.access {
+        Some(crate::config::AccessTarget::File(p)) => p.display().to_string(),
+        _ => "stdout".into(),
+    }
 }
 
 /// Binds the admin API's listener (one socket: the control thread serves it).
@@ -222,6 +254,11 @@ impl Running {
     /// `(configured, bound, note)` for each listen address at start, for the log.
     pub fn listeners(&self) -> &[(String, SocketAddr, &'static str)] {
         &self.addrs
+    }
+
+    /// Reopens the access log file (SIGUSR1: logrotate moved it away).
+    pub fn reopen_logs(&self) {
+        self.access.remote().reopen();
     }
 
     /// Where the admin API listens (port 0 resolved), when `[admin]` is set.
@@ -304,6 +341,8 @@ impl Running {
             cut += t.join().unwrap_or(0);
         }
         self.control.stop();
+        // After the workers: the lines they handed over are written before it ends.
+        self.access.stop();
         info!("stopped");
         cut
     }

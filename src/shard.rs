@@ -8,9 +8,11 @@
 //! kept across generations by `ServerId`). A request takes the current generation once
 //! (an `Rc` clone: no atomic, no allocation) and finishes on it.
 
+use crate::access::{Outcome, Remote, WorkerLog};
 use crate::balance::{Balancer, Candidates, Group, GroupState};
 use crate::buf::{BufPool, CLIENT_BUF};
 use crate::bus::{Bus, Report};
+use crate::config::AccessFormat;
 use crate::config::{PathMatch, Target, Upstream, UpstreamId};
 use crate::health::{MarkDown, Passive};
 use crate::http::date::{self, HttpDate};
@@ -145,11 +147,16 @@ pub struct Shard {
     /// Bytes read from and written to clients (when metrics are on).
     bytes_in: Cell<u64>,
     bytes_out: Cell<u64>,
+    /// Access log lines waiting for the writer thread.
+    log: WorkerLog,
+    /// The current second in the access log's formats, refreshed with `date`.
+    clf: Cell<[u8; date::CLF_LEN]>,
+    iso: Cell<[u8; date::ISO_LEN]>,
 }
 
 impl Shard {
-    /// Worker `id`'s state, running `snap`.
-    pub fn new(id: usize, bus: Bus, snap: Arc<Snapshot>) -> Shard {
+    /// Worker `id`'s state, running `snap`, handing access log lines to `log`.
+    pub fn new(id: usize, bus: Bus, snap: Arc<Snapshot>, log: Remote) -> Shard {
         let now = Instant::now();
         let secs = date::unix_now();
         let shard = Shard {
@@ -178,6 +185,9 @@ impl Shard {
             durations: Histogram::default(),
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
+            log: WorkerLog::new(log),
+            clf: Cell::new(date::clf(secs)),
+            iso: Cell::new(date::iso(secs)),
         };
         shard.install(snap);
         shard
@@ -342,7 +352,10 @@ impl Shard {
         if secs != self.date_secs.get() {
             self.date_secs.set(secs);
             self.date.set(date::format(secs));
+            self.clf.set(date::clf(secs));
+            self.iso.set(date::iso(secs));
         }
+        self.log.flush();
         if ticks.is_multiple_of(sweep_every) {
             let current = self.generation();
             for (group, local) in current.snap.groups.iter().zip(&current.groups) {
@@ -425,6 +438,24 @@ impl Shard {
         self.bytes_out.set(self.bytes_out.get() + r.bytes_out);
     }
 
+    /// The current second as the access log format `format` writes it, and its length.
+    pub fn log_time(&self, format: AccessFormat) -> ([u8; date::CLF_LEN], usize) {
+        match format {
+            AccessFormat::Combined => (self.clf.get(), date::CLF_LEN),
+            AccessFormat::Json => {
+                let mut t = [0u8; date::CLF_LEN];
+                t[..date::ISO_LEN].copy_from_slice(&self.iso.get());
+                (t, date::ISO_LEN)
+            }
+        }
+    }
+
+    /// Writes one access log line: `scratch` from `access::begin`, with the outcome.
+    pub fn access_line(&self, format: AccessFormat, scratch: &[u8], split: usize, o: &Outcome) {
+        self.log
+            .line(|out| crate::access::finish(out, format, scratch, split, o));
+    }
+
     /// A copy of this worker's counters, for a scrape.
     pub fn stats(&self, driver: crate::worker::Driver) -> crate::metrics::WorkerStats {
         let current = self.generation();
@@ -504,11 +535,9 @@ mod tests {
     fn a_reload_keeps_kept_servers_state_and_retires_removed_ones() {
         let mut reg = Registry::new();
         let (bus, _inboxes, _reports) = Bus::new(1);
-        let shard = Shard::new(
-            0,
-            bus,
-            snap("\"127.0.0.1:1\", \"127.0.0.1:2\"", 1, &mut reg),
-        );
+        let log = crate::access::AccessLog::start(crate::access::Sink::Off).unwrap();
+        let first = snap("\"127.0.0.1:1\", \"127.0.0.1:2\"", 1, &mut reg);
+        let shard = Shard::new(0, bus, first, log.remote());
         let g1 = shard.generation();
         let kept = g1.candidates(0).members[1].clone();
         let gone = g1.candidates(0).members[0].clone();

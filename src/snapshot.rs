@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub request_ids: bool,
     /// Workers count requests for `GET /metrics`.
     pub metrics: bool,
+    /// The access log's format, when it is on.
+    pub access: Option<crate::config::AccessFormat>,
     /// Each route's label in metrics, in route order, then `none` (no route matched).
     pub route_labels: Vec<String>,
 }
@@ -65,6 +67,7 @@ impl Snapshot {
             router: Router::new(config),
             request_ids: config.request_ids,
             metrics: config.metrics(),
+            access: config.log.access.as_ref().map(|_| config.log.format),
             route_labels: config
                 .routes
                 .iter()

@@ -49,6 +49,8 @@ pub struct Startup {
     pub inbox: Inbox,
     /// The whole bus, to report from.
     pub bus: Bus,
+    /// Where access log lines go.
+    pub log: crate::access::Remote,
     /// Told which driver runs once the runtime is up (or the error if none could start).
     pub ready: mpsc::Sender<Result<Driver, String>>,
 }
@@ -197,9 +199,10 @@ async fn serve(start: Startup, driver: Driver) -> u32 {
         listeners,
         inbox,
         bus,
+        log,
         ..
     } = start;
-    let shard = Rc::new(Shard::new(id, bus, snapshot));
+    let shard = Rc::new(Shard::new(id, bus, snapshot, log));
     let mut accepting = Listeners::default();
     for listener in listeners {
         if let Err(e) = accepting.add(&shard, listener) {

@@ -41,6 +41,60 @@ pub struct Config {
     pub request_ids: bool,
     /// `[admin]`: the admin API, when configured.
     pub admin: Option<AdminConfig>,
+    /// `[log]`: the access log and the event log's level.
+    pub log: LogConfig,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    /// Where access log lines go; off when `None`.
+    pub access: Option<AccessTarget>,
+    /// How access log lines are written.
+    pub format: AccessFormat,
+    /// The least severe event-log level written.
+    pub level: LogLevel,
+}
+
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessTarget {
+    /// The process's standard output.
+    Stdout,
+    /// A file, appended to (reopened on SIGUSR1, for logrotate).
+    File(std::path::PathBuf),
+}
+
+/// The access log's line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessFormat {
+    /// nginx's and Apache's `combined`, with ringway's timings appended.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+impl From<LogLevel> for crate::log::Level {
+    fn from(l: LogLevel) -> Self {
+        match l {
+            LogLevel::Info => crate::log::Level::Info,
+            LogLevel::Warn => crate::log::Level::Warn,
+            LogLevel::Error => crate::log::Level::Error,
+        }
+    }
+}
+
+/// `[log] level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogLevel {
+    /// Everything: lifecycle events, state changes, faults.
+    #[default]
+    Info,
+    /// Warnings and errors only.
+    Warn,
+    /// Errors only.
+    Error,
 }
 
 /// `[admin]`: where the admin API listens and the token it wants.
@@ -441,6 +495,10 @@ impl Validator<'_> {
             None => None,
             Some(a) => Some(self.admin(a)?),
         };
+        let log = match raw.log {
+            None => LogConfig::default(),
+            Some(l) => self.log(l.into_inner())?,
+        };
         Ok(Config {
             origin: self.origin.to_string(),
             server,
@@ -448,6 +506,55 @@ impl Validator<'_> {
             routes,
             request_ids,
             admin,
+            log,
+        })
+    }
+
+    /// `[log]`.
+    fn log(&self, raw: raw::RawLog) -> Result<LogConfig, ConfigError> {
+        let access = match raw.access {
+            None => None,
+            Some(a) if a.get_ref() == "stdout" => Some(AccessTarget::Stdout),
+            Some(a) if a.get_ref().is_empty() => {
+                return self.err(
+                    a.span(),
+                    "log.access".into(),
+                    "needs \"stdout\" or a file path".into(),
+                )
+            }
+            Some(a) => Some(AccessTarget::File(a.into_inner().into())),
+        };
+        let format = match raw
+            .format
+            .as_ref()
+            .map(|f| (f.get_ref().as_str(), f.span()))
+        {
+            None | Some(("combined", _)) => AccessFormat::Combined,
+            Some(("json", _)) => AccessFormat::Json,
+            Some((other, span)) => {
+                return self.err(
+                    span,
+                    "log.format".into(),
+                    format!("`{other}` is not a format (use \"combined\" or \"json\")"),
+                )
+            }
+        };
+        let level = match raw.level.as_ref().map(|l| (l.get_ref().as_str(), l.span())) {
+            None | Some(("info", _)) => LogLevel::Info,
+            Some(("warn", _)) => LogLevel::Warn,
+            Some(("error", _)) => LogLevel::Error,
+            Some((other, span)) => {
+                return self.err(
+                    span,
+                    "log.level".into(),
+                    format!("`{other}` is not a level (use \"info\", \"warn\" or \"error\")"),
+                )
+            }
+        };
+        Ok(LogConfig {
+            access,
+            format,
+            level,
         })
     }
 

@@ -18,6 +18,16 @@ pub struct RawConfig {
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
     pub admin: Option<Spanned<RawAdmin>>,
+    pub log: Option<Spanned<RawLog>>,
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub access: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+    pub level: Option<Spanned<String>>,
 }
 
 /// `[admin]`

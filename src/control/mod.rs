@@ -68,6 +68,8 @@ pub struct Setup {
     pub admin: Option<std::net::TcpListener>,
     /// The file the config came from (what `POST /reload` reads), when there is one.
     pub config_path: Option<PathBuf>,
+    /// The access log's writer, retargeted when a reload changes `log.access`.
+    pub access: crate::access::Remote,
 }
 
 /// The last reload's outcome, for status.
@@ -94,6 +96,7 @@ struct State {
     last_reload: Option<LastReload>,
     /// Reloads (and registry changes) applied and refused so far.
     reloads: (u64, u64),
+    access: crate::access::Remote,
 }
 
 /// A running control thread.
@@ -166,6 +169,7 @@ async fn run(setup: Setup, commands: Receiver<Command>) {
         started: now,
         last_reload: None,
         reloads: (0, 0),
+        access: setup.access,
     }));
     {
         let s = &mut *state.borrow_mut();

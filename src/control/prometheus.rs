@@ -284,6 +284,17 @@ fn process(out: &mut String, s: &State, stats: &[WorkerStats], t: &Totals, now: 
     );
     family(
         out,
+        "ringway_access_log_dropped_lines_total",
+        "counter",
+        "Access log lines dropped: the log could not be written, or its writer fell behind.",
+    );
+    let _ = writeln!(
+        out,
+        "ringway_access_log_dropped_lines_total {}",
+        s.access.dropped()
+    );
+    family(
+        out,
         "ringway_reloads_total",
         "counter",
         "Reloads and registry changes, applied (ok) or refused (error).",

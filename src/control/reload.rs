@@ -4,8 +4,9 @@
 //! running generation keeps serving, and the error names the file, line and key.
 
 use super::State;
+use crate::access::Sink;
 use crate::bus::{Handoff, Update};
-use crate::config::{Config, ConfigError, Listen};
+use crate::config::{AccessTarget, Config, ConfigError, Listen};
 use crate::listen::{self, ListenError};
 use crate::snapshot::Snapshot;
 use std::collections::BTreeSet;
@@ -62,6 +63,16 @@ pub enum ReloadError {
         /// The bind error.
         source: ListenError,
     },
+    /// A new access log file could not be opened.
+    #[error("{origin}: `log.access`: cannot open {path}: {source}")]
+    AccessLog {
+        /// The file.
+        origin: String,
+        /// The access log's path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The control thread is gone (the proxy is stopping).
     #[error("the proxy is stopping")]
     Stopping,
@@ -97,6 +108,19 @@ impl State {
                     .into(),
             });
         }
+        let sink = match config.log.access != self.config.log.access {
+            false => None,
+            true => Some(Sink::open(config.log.access.as_ref()).map_err(|source| {
+                ReloadError::AccessLog {
+                    origin: config.origin.clone(),
+                    path: match &config.log.access {
+                        Some(AccessTarget::File(p)) => p.display().to_string(),
+                        _ => "stdout".into(),
+                    },
+                    source,
+                }
+            })?),
+        };
         let (mut added, removed) = self.bind_new_listeners(&config)?;
         let summary = describe_changes(&self.config, &config, &added, &removed);
         let generation = self.snapshot.generation + 1;
@@ -111,6 +135,10 @@ impl State {
                 remove: removed.iter().map(|(_, a)| *a).collect(),
             });
         }
+        if let Some(sink) = sink {
+            self.access.retarget(sink);
+        }
+        crate::log::set_level(config.log.level.into());
         self.bus.broadcast(Update::Snapshot(snap.clone()));
         self.listening
             .retain(|(l, _)| !removed.iter().any(|(r, _)| r == l));

@@ -40,6 +40,40 @@ pub fn format(secs: u64) -> HttpDate {
     out
 }
 
+/// Length of a Common Log Format time: `02/Dec/2026:09:10:11 +0000`.
+pub const CLF_LEN: usize = 26;
+
+/// Formats `secs` since the Unix epoch as a Common Log Format time (UTC).
+pub fn clf(secs: u64) -> [u8; CLF_LEN] {
+    let d = format(secs);
+    // From `Sun, 06 Nov 1994 08:49:37 GMT`: day, month, year and time are there.
+    let mut out = *b"06/Nov/1994:08:49:37 +0000";
+    out[0..2].copy_from_slice(&d[5..7]);
+    out[3..6].copy_from_slice(&d[8..11]);
+    out[7..11].copy_from_slice(&d[12..16]);
+    out[12..20].copy_from_slice(&d[17..25]);
+    out
+}
+
+/// Length of an ISO 8601 UTC time: `2026-12-02T09:10:11Z`.
+pub const ISO_LEN: usize = 20;
+
+/// Formats `secs` since the Unix epoch as ISO 8601 in UTC.
+pub fn iso(secs: u64) -> [u8; ISO_LEN] {
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let mut out = *b"1970-01-01T00:00:00Z";
+    let y = year.clamp(0, 9999) as u32;
+    two(&mut out[0..2], y / 100);
+    two(&mut out[2..4], y % 100);
+    two(&mut out[5..7], month);
+    two(&mut out[8..10], day);
+    two(&mut out[11..13], (rem / 3600) as u32);
+    two(&mut out[14..16], (rem % 3600 / 60) as u32);
+    two(&mut out[17..19], (rem % 60) as u32);
+    out
+}
+
 fn two(out: &mut [u8], v: u32) {
     out[0] = b'0' + (v / 10 % 10) as u8;
     out[1] = b'0' + (v % 10) as u8;
@@ -70,5 +104,7 @@ mod tests {
         assert_eq!(&format(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(&format(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
         assert_eq!(&format(1_798_761_599), b"Thu, 31 Dec 2026 23:59:59 GMT");
+        assert_eq!(&clf(784_111_777), b"06/Nov/1994:08:49:37 +0000");
+        assert_eq!(&iso(784_111_777), b"1994-11-06T08:49:37Z");
     }
 }

@@ -31,6 +31,8 @@ pub(super) struct Done {
     pub keep_alive: bool,
     /// The status relayed to the client.
     pub status: u16,
+    /// The server that answered, and its time to the response head (when timed).
+    pub upstream: Option<(std::net::SocketAddr, std::time::Duration)>,
 }
 
 /// How an exchange ended: relayed, or a failure to answer.
@@ -55,7 +57,8 @@ pub(super) async fn run(
             .extend_from_slice(&c.cbuf.data()[head.len..head.len + n]);
     }
     // The clock only for what needs it: least_time's samples, the metrics' histogram.
-    let timed = ups.group.balance == Balance::LeastTime || gen.snap().metrics;
+    let snap = gen.snap();
+    let timed = ups.group.balance == Balance::LeastTime || snap.metrics || snap.access.is_some();
     let sent_at = timed.then(Instant::now);
     let (up, resp, flight) = match body {
         Some(n) => attempts(c, &ups, route, n, coalesced).await?,
@@ -344,13 +347,13 @@ async fn relay_response(
 ) -> Outcome {
     let (shard, group) = (c.shard, ups.group);
     let server = flight.server();
+    let latency = sent_at.map(|at| at.elapsed());
     if group.fail_on_status.contains(&resp.status) {
         shard.failed(server, group, "error status");
     } else {
         shard.succeeded(server);
     }
-    if let Some(at) = sent_at {
-        let latency = at.elapsed();
+    if let Some(latency) = latency {
         if group.balance == Balance::LeastTime {
             server.observe_latency(latency, shard.now());
         }
@@ -407,5 +410,6 @@ async fn relay_response(
     Ok(Done {
         keep_alive: ups.head.keep_alive && !resp.close_client,
         status: resp.status,
+        upstream: latency.map(|l| (server.addr, l)),
     })
 }

@@ -41,6 +41,8 @@ pub(super) struct Head {
     pub request_id: RequestId,
     /// `$host` for response header edits, kept only when they use it.
     pub resp_host: Option<Box<str>>,
+    /// Where the access log fields in the connection's scratch split (`access::begin`).
+    pub log_split: usize,
 }
 
 /// Waits for a complete request head and prepares the upstream head in `out`.
@@ -67,7 +69,7 @@ pub(super) async fn read(
     let mut deadline: Option<Instant> = None;
     loop {
         if !c.cbuf.is_empty() {
-            if let Some(head) = prepare(&prep, &limits, c.cbuf.data(), c.out)? {
+            if let Some(head) = prepare(&prep, &limits, c.cbuf.data(), c.out, c.log)? {
                 return Ok(Some(head));
             }
         }
@@ -128,6 +130,7 @@ fn prepare(
     limits: &Limits,
     data: &[u8],
     out: &mut Vec<u8>,
+    log: &mut Vec<u8>,
 ) -> Result<Option<Head>, ProxyError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_SLOTS];
     let Some(req) = request::parse(data, &mut slots, limits)? else {
@@ -165,10 +168,12 @@ fn prepare(
         idempotent: false,
         request_id: RequestId::NONE,
         resp_host: None,
+        log_split: 0,
     };
     out.clear();
     let snap = p.gen.snap();
     let Some(index) = snap.router.find(&view) else {
+        log_begin(p, &req, &mut head, "", log);
         return Ok(Some(head));
     };
     let route = snap.router.route(index);
@@ -176,6 +181,7 @@ fn prepare(
         Ok(found) => found,
         Err(name) => {
             head.missing = Some(name);
+            log_begin(p, &req, &mut head, &route.label, log);
             return Ok(Some(head));
         }
     };
@@ -184,7 +190,38 @@ fn prepare(
     head.hash = request_hash(group.balance, group.hash_key.as_ref(), &view, p.peer);
     head.idempotent = group.idempotent_methods.iter().any(|m| m == req.method);
     forward(p, route, &req, (path, rest), out, &mut head);
+    log_begin(p, &req, &mut head, &route.label, log);
     Ok(Some(head))
+}
+
+/// Copies what the access log needs of the head into `log`, when the log is on.
+fn log_begin(p: &Prep<'_>, req: &Request<'_, '_>, head: &mut Head, route: &str, log: &mut Vec<u8>) {
+    let Some(format) = p.gen.snap().access else {
+        return;
+    };
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map_or(&b""[..], |h| h.value)
+    };
+    let (time, len) = p.shard.log_time(format);
+    let fields = crate::access::Request {
+        client: p.peer.ip(),
+        time: &time[..len],
+        method: req.method,
+        path: req.path,
+        query: req.query,
+        version: match req.version {
+            Version::Http11 => "HTTP/1.1",
+            Version::Http10 => "HTTP/1.0",
+        },
+        referer: header("referer"),
+        user_agent: header("user-agent"),
+        request_id: head.request_id.as_bytes(),
+        route,
+    };
+    head.log_split = crate::access::begin(log, format, &fields);
 }
 
 /// Longest group name a path can give (the admin API allows 128 bytes).

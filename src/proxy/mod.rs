@@ -66,6 +66,8 @@ struct Conn<'a> {
     bytes_in: u64,
     /// Bytes written to the client for the current request (for metrics).
     bytes_out: u64,
+    /// The current request's access log fields (see `access::begin`).
+    log: &'a mut Vec<u8>,
 }
 
 /// Serves one client connection until it closes or must be closed.
@@ -129,7 +131,7 @@ async fn busy(
     let shard = facts.shard();
     // Formatted per busy spell, not kept: an idle connection stays that much smaller.
     let peer = &Peer::new(facts.peer);
-    let ConnBufs { cbuf, out } = bufs;
+    let ConnBufs { cbuf, out, log } = bufs;
     let mut c = Conn {
         shard,
         client,
@@ -139,6 +141,7 @@ async fn busy(
         scheme: facts.scheme(),
         bytes_in: 0,
         bytes_out: 0,
+        log,
     };
     let mut answered = false;
     // Made once per spell, on the first wait for a next request.
@@ -166,23 +169,23 @@ async fn busy(
             Ok(Some(h)) => h,
             Ok(None) => return Spell::Close,
             Err(err) => {
-                respond::answer(
-                    &mut c,
-                    &gen,
-                    None,
-                    respond::Failed {
-                        err,
-                        drained: false,
-                    },
-                )
-                .await;
+                let started = Instant::now();
+                let failed = respond::Failed {
+                    err,
+                    drained: false,
+                };
+                respond::answer(&mut c, &gen, None, failed).await;
+                if let Some(format) = gen.snap().access {
+                    log_unparsed(&mut c, format, err.status(), started);
+                }
                 return Spell::Close;
             }
         };
         *first = false;
         answered = true;
-        // Read only when counted: the clock is one of the few syscall-free costs left.
-        let started = gen.snap().metrics.then(Instant::now);
+        // Read only when counted or logged: the clock is not free.
+        let timed = gen.snap().metrics || gen.snap().access.is_some();
+        let started = timed.then(Instant::now);
         c.bytes_in = head.len as u64;
         let outcome = match head.route {
             Some((route, group)) => exchange::run(&mut c, &gen, route, group, &head).await,
@@ -199,16 +202,23 @@ async fn busy(
                 Err(respond::Failed { err, drained })
             }
         };
-        let (keep, status) = match outcome {
-            Ok(done) => (done.keep_alive, done.status),
+        let (keep, status, upstream) = match outcome {
+            Ok(done) => (done.keep_alive, done.status, done.upstream),
             Err(failed) => {
                 let status = failed.err.status();
-                (
-                    respond::answer(&mut c, &gen, Some(&head), failed).await,
-                    status,
-                )
+                let keep = respond::answer(&mut c, &gen, Some(&head), failed).await;
+                (keep, status, None)
             }
         };
+        if let (Some(format), Some(started)) = (gen.snap().access, started) {
+            let outcome = crate::access::Outcome {
+                status,
+                bytes: c.bytes_out,
+                duration: started.elapsed(),
+                upstream,
+            };
+            shard.access_line(format, c.log, head.log_split, &outcome);
+        }
         let record = RequestRecord {
             route: head.route.map(|(r, _)| r),
             method: head.method,
@@ -222,6 +232,36 @@ async fn busy(
             return Spell::Close;
         }
     }
+}
+
+/// Logs a request whose head could not be read (its fields are unknown: `-`).
+fn log_unparsed(
+    c: &mut Conn<'_>,
+    format: crate::config::AccessFormat,
+    status: u16,
+    started: Instant,
+) {
+    let (time, len) = c.shard.log_time(format);
+    let request = crate::access::Request {
+        client: c.peer.ip(),
+        time: &time[..len],
+        method: "-",
+        path: "-",
+        query: "",
+        version: "-",
+        referer: b"",
+        user_agent: b"",
+        request_id: b"",
+        route: "",
+    };
+    let split = crate::access::begin(c.log, format, &request);
+    let outcome = crate::access::Outcome {
+        status,
+        bytes: c.bytes_out,
+        duration: started.elapsed(),
+        upstream: None,
+    };
+    c.shard.access_line(format, c.log, split, &outcome);
 }
 
 /// What waiting for a connection's next request found.

@@ -12,6 +12,7 @@ mod cli;
 mod forwarding;
 mod health;
 mod lifecycle;
+mod logs;
 mod malformed;
 mod policies;
 mod pooling;

@@ -730,9 +730,16 @@ pub struct Response {
     pub trailers: Vec<String>,
     /// False when the connection ended before the body did.
     pub complete: bool,
+    /// Bytes of the head as received, blank line included.
+    pub head_len: usize,
 }
 
 impl Response {
+    /// Bytes on the wire for a Content-Length response: head and body.
+    pub fn raw_len(&self) -> usize {
+        self.head_len + self.body.len()
+    }
+
     /// The body as text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -812,6 +819,7 @@ impl Client {
             chunk_lines: Vec::new(),
             trailers: Vec::new(),
             complete: true,
+            head_len: head.len(),
         };
         if to_head || status < 200 || status == 204 || status == 304 {
             return Ok(r);
