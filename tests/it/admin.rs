@@ -28,19 +28,6 @@ fn config(workers: usize, servers: &[SocketAddr], extra: &str, admin_extra: &str
     )
 }
 
-/// The admin API's address, from the log.
-fn admin_addr(proxy: &Binary) -> SocketAddr {
-    let lines = proxy.lines("admin API listening on ");
-    let line = lines.first().expect("an admin listen line");
-    let addr = line
-        .rsplit("listening on ")
-        .next()
-        .unwrap_or_default()
-        .trim();
-    addr.parse()
-        .unwrap_or_else(|e| panic!("no address in {line:?}: {e}"))
-}
-
 /// One admin request on a fresh connection; `auth` is the whole Authorization value.
 fn call(admin: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> Response {
     let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
@@ -89,7 +76,7 @@ fn status_reports_the_process_and_counts_every_servers_requests_across_workers()
     let a = Upstream::start("a", Mode::Ok);
     let b = Upstream::start("b", Mode::Ok);
     let proxy = Binary::start("admin-status", &config(2, &[a.addr(), b.addr()], "", ""));
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     const N: usize = 40;
     for i in 0..N {
         // Fresh connections, so both workers serve some.
@@ -132,7 +119,7 @@ fn a_server_marked_down_shows_down_with_its_reason_and_error_count() {
     let dead = dead_addr();
     let extra = "max_fails = 1\nbackoff = [\"60s\"]";
     let proxy = Binary::start("admin-down", &config(1, &[dead, live.addr()], extra, ""));
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     let mut c = Client::connect(proxy.addr());
     for i in 0..4 {
         assert_eq!(
@@ -161,7 +148,7 @@ fn a_token_is_required_when_configured_and_checked_whole() {
         "admin-token",
         &config(1, &[up.addr()], "", "token = \"s3cret-token\""),
     );
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     for auth in [
         None,
         Some("Bearer wrong"),
@@ -196,7 +183,7 @@ fn a_token_is_required_when_configured_and_checked_whole() {
 fn unknown_paths_wrong_methods_and_bad_requests_get_json_errors() {
     let up = Upstream::start("up", Mode::Ok);
     let proxy = Binary::start("admin-errors", &config(1, &[up.addr()], "", ""));
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     let r = call(admin, "GET", "/nope", None);
     assert_eq!(r.status, 404);
     assert!(json(&r)["error"]
@@ -237,7 +224,7 @@ fn config_shows_the_config_in_force_with_defaults_and_credentials_redacted() {
         "workers = 1\nrequest_headers = { set = { Authorization = \"Bearer upstream-secret\", \"X-Env\" = \"prod\" } }\n",
     );
     let proxy = Binary::start("admin-config", &text);
-    let r = call(admin_addr(&proxy), "GET", "/config", None);
+    let r = call(proxy.admin_addr(), "GET", "/config", None);
     assert_eq!(r.status, 200);
     assert!(!r.text().contains("upstream-secret"), "{}", r.text());
     let v = json(&r);
@@ -261,7 +248,7 @@ fn post_reload_answers_the_new_generation_or_the_error_and_status_shows_it() {
     let a = Upstream::start("a", Mode::Ok);
     let b = Upstream::start("b", Mode::Ok);
     let proxy = Binary::start("admin-reload", &config(1, &[a.addr()], "", ""));
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
 
     proxy.rewrite_config(&config(1, &[a.addr(), b.addr()], "", ""));
     let r = call(admin, "POST", "/reload", None);
@@ -450,7 +437,7 @@ fn metrics_parse_as_prometheus_text_and_count_what_the_traffic_did() {
         up.addr()
     );
     let proxy = Binary::start("admin-metrics", &text);
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     let before = metrics(admin);
     assert_eq!(total(&before, "ringway_requests_total", &[]), 0.0);
     assert_eq!(total(&before, "ringway_workers_scraped", &[]), 2.0);
@@ -590,7 +577,7 @@ fn metrics_can_be_turned_off() {
         "admin-metrics-off",
         &config(1, &[up.addr()], "", "metrics = false"),
     );
-    let r = call(admin_addr(&proxy), "GET", "/metrics", None);
+    let r = call(proxy.admin_addr(), "GET", "/metrics", None);
     assert_eq!(r.status, 404);
     assert!(json(&r)["error"]
         .as_str()

@@ -191,12 +191,7 @@ fn a_log_that_cannot_be_written_drops_lines_and_counts_them_while_proxying_goes_
         "logged once: {}",
         proxy.log()
     );
-    let admin: SocketAddr = proxy
-        .lines("admin API listening on ")
-        .first()
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|a| a.parse().ok())
-        .expect("the admin address");
+    let admin = proxy.admin_addr();
     let dropped = poll_until(PATIENCE, || {
         let mut m = Client::connect(admin);
         let r = m.request(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -238,12 +233,7 @@ fn an_access_log_that_cannot_be_opened_names_log_access_and_exits_64() {
 fn the_event_log_level_leaves_out_the_less_severe_lines() {
     let up = Upstream::start("up", Mode::Ok);
     let proxy = Binary::start("logs-level", &config(up.addr(), "level = \"info\""));
-    let admin: SocketAddr = proxy
-        .lines("admin API listening on ")
-        .first()
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|a| a.parse().ok())
-        .expect("the admin address");
+    let admin = proxy.admin_addr();
     proxy.rewrite_config(&config(up.addr(), "level = \"warn\""));
     proxy.signal(libc::SIGHUP);
     let generation = || {

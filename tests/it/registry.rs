@@ -32,18 +32,6 @@ fn config(workers: usize, servers: &[SocketAddr]) -> String {
     )
 }
 
-/// The admin API's address, from the log.
-fn admin_addr(proxy: &Binary) -> SocketAddr {
-    let lines = proxy.lines("admin API listening on ");
-    let line = lines.first().expect("an admin listen line");
-    line.rsplit("listening on ")
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .parse()
-        .expect("an address")
-}
-
 /// One admin request with an optional JSON body, on a fresh connection.
 fn call(admin: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
     let mut c = Client::connect(admin);
@@ -169,7 +157,7 @@ fn servers_are_added_marked_down_and_up_and_drained_under_load_with_no_failed_re
     let a = Backend::start("a", Answer::Ok);
     let b = Backend::start("b", Answer::Ok);
     let proxy = Binary::start("registry-load", &config(2, &[a.addr()]));
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     let load = Load::start(proxy.addr(), 4);
     load.more(100);
 
@@ -256,7 +244,7 @@ fn a_removed_server_is_shown_draining_until_its_request_finishes() {
     let a = Backend::start("a", Answer::Ok);
     let slow = Backend::start("slow", Answer::Held);
     let proxy = Binary::start("registry-draining", &config(1, &[slow.addr(), a.addr()]));
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     // Round robin from worker 0 starts at the first server: this request is held by `slow`.
     let addr = proxy.addr();
     let held = std::thread::spawn(move || {
@@ -300,7 +288,7 @@ fn a_removed_server_is_shown_draining_until_its_request_finishes() {
 fn registry_changes_are_refused_with_a_reason_when_they_cannot_apply() {
     let a = Backend::start("a", Answer::Ok);
     let proxy = Binary::start("registry-errors", &config(1, &[a.addr()]));
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     let servers = "/upstreams/web/servers";
     for (method, path, body, want, mention) in [
         (
@@ -383,7 +371,7 @@ fn a_new_group_is_created_and_registry_changes_last_until_the_file_is_reloaded()
     let a = Backend::start("a", Answer::Ok);
     let b = Backend::start("b", Answer::Ok);
     let proxy = Binary::start("registry-reload", &config(1, &[a.addr()]));
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     let body = format!("{{\"addr\": \"{}\", \"weight\": 3}}", b.addr());
     let (status, v) = call(admin, "POST", "/upstreams/svc-v2/servers", &body);
     assert_eq!(status, 201, "{v}");
@@ -425,7 +413,7 @@ fn a_route_naming_its_group_from_the_path_reaches_a_group_the_registry_adds() {
         v1.addr()
     );
     let proxy = Binary::start("registry-path-named", &text);
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     let mut c = Client::connect(proxy.addr());
 
     let r = c.get("/svc/v1/hello?x=1");

@@ -1004,6 +1004,21 @@ impl Binary {
         binary
     }
 
+    /// The admin API's address, from its log line (`admin API listening on ADDR`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let lines = self.lines("admin API listening on ");
+        let line = lines
+            .first()
+            .expect("an admin listen line (is [admin] configured?)");
+        let addr = line
+            .rsplit("listening on ")
+            .next()
+            .unwrap_or_default()
+            .trim();
+        addr.parse()
+            .unwrap_or_else(|e| panic!("no address in {line:?}: {e}"))
+    }
+
     /// The first listen address, as bound at start.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
