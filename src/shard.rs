@@ -142,6 +142,9 @@ pub struct Shard {
     draining: Cell<bool>,
     /// Counters of generations this worker ran before, by label.
     carried: RefCell<Totals>,
+    /// Replaced generations that requests still run on: their counters are folded
+    /// into `carried` once the last such request ended (so none of its counts is lost).
+    replaced: RefCell<Vec<Rc<Generation>>>,
     /// Whole-request durations (when metrics are on).
     durations: Histogram,
     /// Bytes read from and written to clients (when metrics are on).
@@ -182,6 +185,7 @@ impl Shard {
             open: Cell::new(0),
             draining: Cell::new(false),
             carried: RefCell::new(Totals::default()),
+            replaced: RefCell::new(Vec::new()),
             durations: Histogram::default(),
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
@@ -270,17 +274,30 @@ impl Shard {
             })
             .collect();
         let metrics = GenMetrics::new(snap.router.routes().len(), snap.groups.len());
-        // Counters of the generation going away carry on under their labels.
-        old.metrics.fold_into(
-            &old.snap.route_labels,
-            &old.snap.group_names(),
-            &mut self.carried.borrow_mut(),
-        );
         *self.current.borrow_mut() = Rc::new(Generation {
             snap,
             groups,
             captures,
             metrics,
+        });
+        // Counters of the generation going away carry on under their labels, once the
+        // requests still running on it have counted themselves.
+        self.replaced.borrow_mut().push(old);
+        self.fold_replaced();
+    }
+
+    /// Folds the counters of replaced generations no request runs on any more.
+    fn fold_replaced(&self) {
+        let mut carried = self.carried.borrow_mut();
+        self.replaced.borrow_mut().retain(|g| {
+            // The list holds one reference; any other is a request still running on it.
+            let unused = Rc::strong_count(g) == 1;
+            if unused {
+                let names = g.snap.group_names();
+                g.metrics
+                    .fold_into(&g.snap.route_labels, &names, &mut carried);
+            }
+            !unused
         });
     }
 
@@ -458,13 +475,18 @@ impl Shard {
 
     /// A copy of this worker's counters, for a scrape.
     pub fn stats(&self, driver: crate::worker::Driver) -> crate::metrics::WorkerStats {
+        self.fold_replaced();
         let current = self.generation();
         let mut totals = self.carried.borrow().clone();
-        current.metrics.fold_into(
-            &current.snap.route_labels,
-            &current.snap.group_names(),
-            &mut totals,
-        );
+        for g in self
+            .replaced
+            .borrow()
+            .iter()
+            .chain(std::iter::once(&current))
+        {
+            g.metrics
+                .fold_into(&g.snap.route_labels, &g.snap.group_names(), &mut totals);
+        }
         totals.request_duration.add(&self.durations.snapshot());
         totals.bytes_in += self.bytes_in.get();
         totals.bytes_out += self.bytes_out.get();

@@ -1,12 +1,15 @@
 //! The admin API through real HTTP, against the real binary: `/status` (fields, and
 //! counts that move with traffic and health), `/config` (secrets redacted), `POST
 //! /reload` (good and bad files), the bearer token, and the error answers (401, 404,
-//! 405 with `Allow`); `check` refusing a non-loopback admin listener without a token,
-//! and `run` naming `admin.listen` when its port is taken.
+//! 405 with `Allow`); `/metrics` (Prometheus text whose counts match the traffic, kept
+//! across reloads, including a request still running when its generation was
+//! replaced); `check` refusing a non-loopback admin listener without a token, and
+//! `run` naming `admin.listen` when its port is taken.
 //!
 //! The admin port is read from the log (`admin API listening on ADDR`), like the proxy's.
 
 use crate::support::{dead_addr, poll_until, Binary, Client, Mode, Response, Upstream, BIN};
+use crate::switchable::{Answer, Backend};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -568,6 +571,57 @@ fn metrics_parse_as_prometheus_text_and_count_what_the_traffic_did() {
     assert_eq!(total(&m, "ringway_requests_total", &site), N as f64 + 1.0);
     assert_eq!(total(&m, "ringway_reloads_total", &[("result", "ok")]), 1.0);
     assert_eq!(total(&m, "ringway_last_reload_success", &[]), 1.0);
+}
+
+#[test]
+fn a_request_that_spans_a_reload_is_counted_once_it_ends() {
+    let slow = Backend::start("slow", Answer::Held);
+    let old = Backend::start("old", Answer::Ok);
+    let new = Backend::start("new", Answer::Ok);
+    // `/probe` goes to `old`, then to `new`: a probe answered by `new` shows that the
+    // (one) worker installed generation 2 while the held request ran on generation 1.
+    let text = |probe: SocketAddr| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n\
+             [upstreams.web]\nservers = [\"{}\"]\n\n\
+             [upstreams.probe]\nservers = [\"{probe}\"]\n\n\
+             [[routes]]\npath_prefix = \"/probe\"\nupstream = \"probe\"\n\n\
+             [[routes]]\npath_prefix = \"/\"\nupstream = \"web\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n",
+            slow.addr()
+        )
+    };
+    let proxy = Binary::start("admin-metrics-span", &text(old.addr()));
+    let admin = proxy.admin_addr();
+    let held = std::thread::spawn({
+        let addr = proxy.addr();
+        move || Client::connect(addr).get("/held")
+    });
+    assert!(poll_until(PATIENCE, || slow.requests() == 1));
+
+    proxy.reload(&text(new.addr()));
+    assert!(poll_until(PATIENCE, || {
+        Client::connect(proxy.addr()).get("/probe").text() == "new\n"
+    }));
+    slow.release();
+    let r = held.join().expect("the held request");
+    assert_eq!((r.status, r.text().as_str()), (200, "slow\n"));
+
+    let made = (old.requests() + new.requests() + 1) as f64;
+    let counted = || total(&metrics(admin), "ringway_requests_total", &[]);
+    assert!(
+        poll_until(PATIENCE, || counted() == made),
+        "the request that spanned the reload was not counted: {} counted, {made} made",
+        counted()
+    );
+    assert_eq!(
+        total(
+            &metrics(admin),
+            "ringway_upstream_server_requests_total",
+            &[("upstream", "web")]
+        ),
+        1.0
+    );
 }
 
 #[test]
