@@ -51,12 +51,13 @@ fn config_with(n: usize, policy: &str) -> Config {
 /// One worker's state running `c`, as the proxy builds it.
 fn shard(c: &Config) -> Shard {
     let snap = Snapshot::build(c, 1, &mut Registry::new());
-    let (bus, _inboxes, _reports) = Bus::new(1);
+    let (bus, mut inboxes, _reports) = Bus::new(1);
+    let cache = inboxes[0].take_cache().expect("taken once");
     // The writer thread ends with the process; the bench never logs.
     let log = Box::leak(Box::new(
         ringway::access::AccessLog::start(ringway::access::Sink::Off).expect("a thread"),
     ));
-    Shard::new(0, bus, Arc::new(snap), log.remote())
+    Shard::new(0, bus, cache, Arc::new(snap), log.remote())
 }
 
 /// Every server is usable.

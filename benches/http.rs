@@ -52,6 +52,7 @@ fn rewrite(out: &mut Vec<u8>, normalized: &mut Vec<u8>, req: &Request<'_, '_>, p
         query: req.query.as_bytes(),
         edits: None,
         request_id: None,
+        strip_conditionals: false,
     };
     out.clear();
     write_upstream_request(out, req, peer, req.body, &fwd);
@@ -109,6 +110,7 @@ fn response_parse_and_rewrite(bencher: Bencher) {
                 close: false,
                 edits: None,
                 date: b"Sun, 06 Nov 1994 08:49:37 GMT",
+                x_cache: None,
             };
             write_client_response(&mut out, &resp, &head);
             black_box(out.len())

@@ -44,6 +44,15 @@ impl Direction {
     }
 }
 
+/// Receives a copy of a body as it is relayed: the cache storing a response.
+pub trait Sink {
+    /// The next bytes of the body (decoded: no chunk framing).
+    fn data(&mut self, bytes: &[u8]);
+    /// The body arrived whole and well framed; called before its last bytes are
+    /// written on, so what it stores is in place before the receiver has the end.
+    fn end(&mut self);
+}
+
 /// One direction of a body transfer.
 pub struct Relay<'a, S, D> {
     /// Where the body comes from.
@@ -64,6 +73,8 @@ pub struct Relay<'a, S, D> {
     pub timers: &'a Timers,
     /// Which way the body goes.
     pub dir: Direction,
+    /// Gets a copy of the body, and is told when it ended well.
+    pub tee: Option<&'a mut dyn Sink>,
 }
 
 impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
@@ -124,6 +135,12 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
         loop {
             let n = usize::try_from(remaining).map_or(self.buf.len(), |r| r.min(self.buf.len()));
             if n > 0 {
+                if let Some(tee) = self.tee.as_deref_mut() {
+                    tee.data(&self.buf.data()[..n]);
+                    if n as u64 == remaining {
+                        tee.end();
+                    }
+                }
                 moved += self.write_buffered(n).await?;
                 remaining -= n as u64;
             }
@@ -142,6 +159,9 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
                 let step = dec.decode(self.buf.data());
                 match step.map_err(|_| self.dir.source_failed(true))? {
                     Step::Data { start, end } => {
+                        if let Some(tee) = self.tee.as_deref_mut() {
+                            tee.data(&self.buf.data()[start..end]);
+                        }
                         if rechunk {
                             write_chunk_header(self.out, end - start);
                         }
@@ -160,6 +180,9 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
                     }
                     Step::Done { consumed } => {
                         self.buf.consume(consumed);
+                        if let Some(tee) = self.tee.as_deref_mut() {
+                            tee.end();
+                        }
                         if rechunk {
                             self.out.extend_from_slice(LAST_CHUNK);
                         }
@@ -177,6 +200,9 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
         loop {
             let n = self.buf.len();
             if n > 0 {
+                if let Some(tee) = self.tee.as_deref_mut() {
+                    tee.data(self.buf.data());
+                }
                 if rechunk {
                     write_chunk_header(self.out, n);
                     self.out.extend_from_slice(self.buf.data());
@@ -189,7 +215,12 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
             }
             match self.read().await? {
                 Fill::Read(_) => {}
-                Fill::Eof => break,
+                Fill::Eof => {
+                    if let Some(tee) = self.tee.as_deref_mut() {
+                        tee.end();
+                    }
+                    break;
+                }
                 // Drained before each read: the buffer cannot fill up.
                 Fill::Full => return Err(self.dir.source_failed(false)),
             }
@@ -276,6 +307,7 @@ mod tests {
             max_buf: 4096,
             timers: &timers,
             dir: Direction::Request,
+            tee: None,
         };
         let res = r.run(from, to).await;
         (res, sink.0, buf.data().to_vec())

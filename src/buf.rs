@@ -237,6 +237,8 @@ pub struct ConnBufs {
     /// The current request's access log fields (empty while the access log is off:
     /// it allocates only once the log is on).
     pub log: Vec<u8>,
+    /// The current request's cache key, host and target (empty while no route caches).
+    pub key: Vec<u8>,
 }
 
 /// A worker's free connection buffers, so a connection holds buffers only while busy
@@ -264,6 +266,7 @@ impl BufPool {
             cbuf: Buf::with_capacity(self.size),
             out: Vec::with_capacity(self.size),
             log: Vec::new(),
+            key: Vec::new(),
         })
     }
 

@@ -7,6 +7,7 @@
 //! generation they were decided in, so a late one cannot land on a server that joined
 //! after it.
 
+use crate::cache::{EntryId, Purge, Stored};
 use crate::health::MarkDown;
 use crate::snapshot::Snapshot;
 use crate::upstream::ServerId;
@@ -66,6 +67,34 @@ pub enum Update {
     },
 }
 
+/// A change to every worker's cache index. Apart from the tick, a worker reads these
+/// before a miss goes upstream, so an entry another core stored is found first.
+#[derive(Debug, Clone)]
+pub enum CacheUpdate {
+    /// Another worker stored this entry.
+    Insert(Arc<Stored>),
+    /// Drop these entries (evicted, expired, replaced).
+    Remove(Arc<[EntryId]>),
+    /// Drop what this matches; answer how many (the admin API waits for every worker).
+    Purge {
+        /// What to drop.
+        purge: Arc<Purge>,
+        /// Where to send the count, when someone waits for it.
+        reply: Option<Sender<usize>>,
+    },
+}
+
+/// What a worker tells the control thread about the cache.
+#[derive(Debug, Clone)]
+pub enum CacheReport {
+    /// This worker stored an entry (and told the other workers).
+    Stored(Arc<Stored>),
+    /// These entries were read since the last report (each once).
+    Hits(Vec<EntryId>),
+    /// An unsafe request changed a URL: its entries were dropped on every worker.
+    Invalidated(Purge),
+}
+
 /// Sockets for each worker, bound elsewhere and handed over once: each worker takes
 /// its own set (the lock is taken once per worker per reload, never per request).
 #[derive(Debug)]
@@ -94,7 +123,7 @@ impl Handoff {
 
 /// What a worker tells the control thread, which decides, logs each transition once
 /// and broadcasts what every worker must apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Report {
     /// This worker marked the server down (and applied it already).
     Down {
@@ -114,6 +143,8 @@ pub enum Report {
         /// Which server.
         server: ServerId,
     },
+    /// The cache changed or was read.
+    Cache(CacheReport),
 }
 
 /// Sending side: one sender per worker plus the control thread's. Cheap to clone,
@@ -121,6 +152,7 @@ pub enum Report {
 #[derive(Debug, Clone)]
 pub struct Bus {
     senders: Vec<Sender<Update>>,
+    cache: Vec<Sender<CacheUpdate>>,
     control: Sender<Report>,
 }
 
@@ -128,20 +160,50 @@ pub struct Bus {
 #[derive(Debug)]
 pub struct Inbox {
     rx: Receiver<Update>,
+    /// Cache changes, read apart from the others (see [`CacheUpdate`]), until taken.
+    cache: Option<CacheInbox>,
+}
+
+/// One worker's receiving side for cache changes.
+#[derive(Debug)]
+pub struct CacheInbox {
+    rx: Receiver<CacheUpdate>,
+}
+
+impl CacheInbox {
+    /// Takes the next pending change without blocking.
+    pub fn try_next(&self) -> Option<CacheUpdate> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl Bus {
     /// A bus with `workers` inboxes, returned in worker order, and the control
     /// thread's receiver of reports.
     pub fn new(workers: usize) -> (Bus, Vec<Inbox>, Receiver<Report>) {
-        let (senders, inboxes) = (0..workers)
-            .map(|_| {
-                let (tx, rx) = unbounded();
-                (tx, Inbox { rx })
-            })
-            .unzip();
+        let mut senders = Vec::with_capacity(workers);
+        let mut cache = Vec::with_capacity(workers);
+        let mut inboxes = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = unbounded();
+            let (cache_tx, cache_rx) = unbounded();
+            senders.push(tx);
+            cache.push(cache_tx);
+            inboxes.push(Inbox {
+                rx,
+                cache: Some(CacheInbox { rx: cache_rx }),
+            });
+        }
         let (control, reports) = unbounded();
-        (Bus { senders, control }, inboxes, reports)
+        (
+            Bus {
+                senders,
+                cache,
+                control,
+            },
+            inboxes,
+            reports,
+        )
     }
 
     /// Number of workers.
@@ -164,7 +226,24 @@ impl Bus {
     }
 }
 
+impl Bus {
+    /// Delivers a cache change to every worker but `except` (the one it comes from).
+    pub fn cache_broadcast(&self, except: Option<usize>, update: CacheUpdate) {
+        for (i, tx) in self.cache.iter().enumerate() {
+            if Some(i) != except {
+                // A worker that has exited has dropped its inbox; nothing to deliver.
+                let _ = tx.send(update.clone());
+            }
+        }
+    }
+}
+
 impl Inbox {
+    /// The cache changes' receiver, for the worker's shard (`None` the second time).
+    pub fn take_cache(&mut self) -> Option<CacheInbox> {
+        self.cache.take()
+    }
+
     /// Takes the next pending update without blocking.
     pub fn try_next(&self) -> Option<Update> {
         // Empty and disconnected both mean: nothing to apply now.

@@ -80,6 +80,9 @@ pub enum ProxyError {
     /// and the client connection closed.
     #[error("upstream failed mid-response")]
     ResponseAborted,
+    /// The request said `only-if-cached`, and nothing stored could answer it.
+    #[error("not in the cache (only-if-cached)")]
+    NotCached,
 }
 
 /// Whether a failure on a pooled connection may be resent on a fresh one.
@@ -109,7 +112,7 @@ impl ProxyError {
             ConnectFailed | UpstreamClosed | StaleConnection | ClosedIdle | BadResponse(_)
             | ResponseAborted | UnknownUpstream => 502,
             NoServerAvailable => 503,
-            ConnectTimeout | ResponseTimeout | RequestDeadline => 504,
+            ConnectTimeout | ResponseTimeout | RequestDeadline | NotCached => 504,
             UpstreamStatus(s) => s,
         }
     }
@@ -209,6 +212,7 @@ impl ProxyError {
             RequestDeadline => "RequestTimeout",
             UpstreamStatus(_) => "UpstreamStatus",
             ResponseAborted => "ResponseAborted",
+            NotCached => "NotCached",
         }
     }
 }

@@ -27,6 +27,7 @@
 //! - [`body`]: streams bodies between connections by their framing.
 //! - [`buf`]: the reusable per-connection read buffer and owned-buffer I/O.
 //! - [`route`]: which upstream group a request goes to.
+//! - [`cache`]: the response cache: entries stored once, an index per worker.
 //! - [`balance`]: per-worker server picks for every policy, over per-snapshot tables.
 //! - [`upstream`]: server identity, per-worker server state, pools, response heads.
 //! - [`health`]: passive health on workers, the active threshold, the state machine.
@@ -47,6 +48,7 @@ pub mod balance;
 pub mod body;
 pub mod buf;
 pub mod bus;
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;

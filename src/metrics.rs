@@ -278,6 +278,8 @@ pub struct WorkerStats {
     pub servers: Vec<ServerStats>,
     /// Its counters since it started (empty when metrics are off).
     pub totals: Totals,
+    /// Its cache counters since it started.
+    pub cache: crate::cache::Counters,
 }
 
 impl WorkerStats {

@@ -11,7 +11,7 @@
 use crate::access::{Outcome, Remote, WorkerLog};
 use crate::balance::{Balancer, Candidates, Group, GroupState};
 use crate::buf::{BufPool, CLIENT_BUF};
-use crate::bus::{Bus, Report};
+use crate::bus::{Bus, CacheInbox, CacheReport, CacheUpdate, Report};
 use crate::config::AccessFormat;
 use crate::config::{PathMatch, Target, Upstream, UpstreamId};
 use crate::health::{MarkDown, Passive};
@@ -152,14 +152,25 @@ pub struct Shard {
     bytes_out: Cell<u64>,
     /// Access log lines waiting for the writer thread.
     log: WorkerLog,
+    /// This worker's side of the response cache.
+    cache: crate::cache::Local,
+    /// Cache changes from the other workers and the control thread.
+    cache_inbox: CacheInbox,
     /// The current second in the access log's formats, refreshed with `date`.
     clf: Cell<[u8; date::CLF_LEN]>,
     iso: Cell<[u8; date::ISO_LEN]>,
 }
 
 impl Shard {
-    /// Worker `id`'s state, running `snap`, handing access log lines to `log`.
-    pub fn new(id: usize, bus: Bus, snap: Arc<Snapshot>, log: Remote) -> Shard {
+    /// Worker `id`'s state, running `snap`, handing access log lines to `log`, taking
+    /// cache changes from `cache_inbox`.
+    pub fn new(
+        id: usize,
+        bus: Bus,
+        cache_inbox: CacheInbox,
+        snap: Arc<Snapshot>,
+        log: Remote,
+    ) -> Shard {
         let now = Instant::now();
         let secs = date::unix_now();
         let shard = Shard {
@@ -190,6 +201,8 @@ impl Shard {
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
             log: WorkerLog::new(log),
+            cache: crate::cache::Local::new(id),
+            cache_inbox,
             clf: Cell::new(date::clf(secs)),
             iso: Cell::new(date::iso(secs)),
         };
@@ -373,7 +386,12 @@ impl Shard {
             self.iso.set(date::iso(secs));
         }
         self.log.flush();
+        self.drain_cache();
         if ticks.is_multiple_of(sweep_every) {
+            let hits = self.cache.index.take_touched();
+            if !hits.is_empty() {
+                self.bus.report(Report::Cache(CacheReport::Hits(hits)));
+            }
             let current = self.generation();
             for (group, local) in current.snap.groups.iter().zip(&current.groups) {
                 for s in &local.members {
@@ -381,6 +399,62 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// This worker's side of the response cache.
+    pub fn cache(&self) -> &crate::cache::Local {
+        &self.cache
+    }
+
+    /// Applies the cache changes waiting in the inbox: entries other workers stored,
+    /// evictions, purges. Cheap when there are none (one atomic load): called every
+    /// tick and before a miss goes upstream.
+    pub fn drain_cache(&self) {
+        while let Some(update) = self.cache_inbox.try_next() {
+            match update {
+                CacheUpdate::Insert(stored) => {
+                    self.cache.index.insert(stored);
+                }
+                CacheUpdate::Remove(ids) => self.cache.index.remove(&ids),
+                CacheUpdate::Purge { purge, reply } => {
+                    let n = self.cache.index.purge(&purge);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(n);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores an entry this worker fetched: in its own index now, in the others' at
+    /// their next look, and in the control thread's account.
+    pub fn cache_store(&self, stored: Arc<crate::cache::Stored>) {
+        self.cache.count_stored();
+        if self.cache.index.insert(stored.clone()) {
+            self.bus
+                .cache_broadcast(Some(self.id), CacheUpdate::Insert(stored.clone()));
+            self.bus.report(Report::Cache(CacheReport::Stored(stored)));
+        }
+    }
+
+    /// Drops what `purge` matches on every worker (an unsafe request changed it).
+    pub fn cache_invalidate(&self, purge: crate::cache::Purge) {
+        self.cache.index.purge(&purge);
+        let shared = Arc::new(purge.clone());
+        self.bus.cache_broadcast(
+            Some(self.id),
+            CacheUpdate::Purge {
+                purge: shared,
+                reply: None,
+            },
+        );
+        self.bus
+            .report(Report::Cache(CacheReport::Invalidated(purge)));
+    }
+
+    /// The coarse clock in seconds since the epoch (refreshed every tick).
+    pub fn unix_secs(&self) -> u64 {
+        self.date_secs.get()
     }
 
     /// Worker index, 0-based.
@@ -503,6 +577,7 @@ impl Shard {
                 .map(|s| s.stats())
                 .collect(),
             totals,
+            cache: self.cache.counters(),
         }
     }
 
@@ -556,10 +631,11 @@ mod tests {
     #[test]
     fn a_reload_keeps_kept_servers_state_and_retires_removed_ones() {
         let mut reg = Registry::new();
-        let (bus, _inboxes, _reports) = Bus::new(1);
+        let (bus, mut inboxes, _reports) = Bus::new(1);
         let log = crate::access::AccessLog::start(crate::access::Sink::Off).unwrap();
         let first = snap("\"127.0.0.1:1\", \"127.0.0.1:2\"", 1, &mut reg);
-        let shard = Shard::new(0, bus, first, log.remote());
+        let cache = inboxes[0].take_cache().unwrap();
+        let shard = Shard::new(0, bus, cache, first, log.remote());
         let g1 = shard.generation();
         let kept = g1.candidates(0).members[1].clone();
         let gone = g1.candidates(0).members[0].clone();

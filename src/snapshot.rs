@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub access: Option<crate::config::AccessFormat>,
     /// Each route's label in metrics, in route order, then `none` (no route matched).
     pub route_labels: Vec<String>,
+    /// `[cache]`: limits and defaults of the response cache.
+    pub cache: crate::config::CacheConfig,
 }
 
 impl Snapshot {
@@ -74,6 +76,7 @@ impl Snapshot {
                 .map(|r| r.label.clone())
                 .chain(std::iter::once("none".to_string()))
                 .collect(),
+            cache: config.cache.clone(),
         }
     }
 

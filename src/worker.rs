@@ -197,12 +197,16 @@ async fn serve(start: Startup, driver: Driver) -> u32 {
         id,
         snapshot,
         listeners,
-        inbox,
+        mut inbox,
         bus,
         log,
         ..
     } = start;
-    let shard = Rc::new(Shard::new(id, bus, snapshot, log));
+    let Some(cache_inbox) = inbox.take_cache() else {
+        error!("worker {id}: its cache inbox was taken already");
+        return 0;
+    };
+    let shard = Rc::new(Shard::new(id, bus, cache_inbox, snapshot, log));
     let mut accepting = Listeners::default();
     for listener in listeners {
         if let Err(e) = accepting.add(&shard, listener) {

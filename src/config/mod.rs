@@ -6,6 +6,7 @@
 //! Runs on whichever thread loads a file: the main thread at start, the control thread
 //! on reload; nothing here is on the request path.
 
+pub mod cache;
 mod raw;
 pub mod routes;
 pub mod show;
@@ -13,6 +14,7 @@ pub mod units;
 pub mod upstream;
 
 pub use crate::http::edits::{HeaderEdits, Template, Var};
+pub use cache::{CacheConfig, KeyPart, RouteCache};
 pub use routes::{HostMatch, NamePart, NameTemplate, PathMatch, Route, Target, ValueMatch};
 pub use upstream::{Balance, HashKey, HealthCheck, RetryOn, Server, Upstream};
 
@@ -43,6 +45,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// `[log]`: the access log and the event log's level.
     pub log: LogConfig,
+    /// `[cache]`: the response cache's bound and defaults (used by routes with `cache`).
+    pub cache: CacheConfig,
 }
 
 /// `[log]`.
@@ -255,6 +259,11 @@ impl Config {
     /// Servers over all groups.
     pub fn server_count(&self) -> usize {
         self.upstreams.iter().map(|u| u.servers.len()).sum()
+    }
+
+    /// True when some route caches responses.
+    pub fn caching(&self) -> bool {
+        self.routes.iter().any(|r| r.cache.is_some())
     }
 
     /// True when workers count requests for `GET /metrics`.
@@ -481,9 +490,10 @@ impl Validator<'_> {
                 "at least one [[routes]] entry is needed".into(),
             );
         }
+        let cache = self.cache(raw.cache)?;
         let mut routes = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
-            routes.push(self.route(i, r.into_inner(), &upstreams)?);
+            routes.push(self.route(i, r.into_inner(), &upstreams, &cache)?);
         }
         let request_ids = server.request_headers.uses(Var::RequestId)
             || server.response_headers.uses(Var::RequestId)
@@ -507,6 +517,7 @@ impl Validator<'_> {
             request_ids,
             admin,
             log,
+            cache,
         })
     }
 

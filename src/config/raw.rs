@@ -19,6 +19,42 @@ pub struct RawConfig {
     pub routes: Vec<Spanned<RawRoute>>,
     pub admin: Option<Spanned<RawAdmin>>,
     pub log: Option<Spanned<RawLog>>,
+    pub cache: Option<Spanned<RawCache>>,
+}
+
+/// `[cache]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    #[serde(default = "d_256m")]
+    pub max_bytes: Spanned<Size>,
+    #[serde(default = "d_8m")]
+    pub max_object_bytes: Spanned<Size>,
+    pub default_ttl: Option<Dur>,
+    pub key: Option<Spanned<Vec<String>>>,
+    pub stale_while_revalidate: Option<Dur>,
+    pub stale_if_error: Option<Dur>,
+    pub lock_timeout: Option<Dur>,
+}
+
+/// A route's `cache`: `true`, or a table overriding `[cache]` for it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRouteCache {
+    /// `cache = true` (or `false`).
+    On(bool),
+    /// `cache = { default_ttl = "10s", key = [...], allow_set_cookie = true }`
+    Table(RawRouteCacheTable),
+}
+
+/// The table form of a route's `cache`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCacheTable {
+    pub default_ttl: Option<Dur>,
+    pub key: Option<Vec<String>>,
+    #[serde(default)]
+    pub allow_set_cookie: bool,
 }
 
 /// `[log]`
@@ -220,6 +256,7 @@ pub struct RawRoute {
     pub rewrite_prefix: Option<Spanned<String>>,
     pub request_headers: Option<Spanned<RawHeaderEdits>>,
     pub response_headers: Option<Spanned<RawHeaderEdits>>,
+    pub cache: Option<Spanned<RawRouteCache>>,
 }
 
 /// `request_headers = { set = {...}, add = {...}, remove = [...] }`
@@ -287,6 +324,12 @@ fn d_60s() -> Dur {
 }
 fn d_16k() -> Spanned<Size> {
     Spanned::new(0..0, Size(16 * 1024))
+}
+fn d_256m() -> Spanned<Size> {
+    Spanned::new(0..0, Size(256 << 20))
+}
+fn d_8m() -> Spanned<Size> {
+    Spanned::new(0..0, Size(8 << 20))
 }
 fn d_8k() -> Spanned<Size> {
     Spanned::new(0..0, Size(8 * 1024))

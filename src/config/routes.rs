@@ -95,6 +95,8 @@ pub struct Route {
     pub request_headers: HeaderEdits,
     /// Edits to the response's headers (after the global ones).
     pub response_headers: HeaderEdits,
+    /// Response caching for this route, when on.
+    pub cache: Option<super::RouteCache>,
 }
 
 impl Validator<'_> {
@@ -104,6 +106,7 @@ impl Validator<'_> {
         i: usize,
         r: RawRoute,
         upstreams: &[Upstream],
+        cache: &super::CacheConfig,
     ) -> Result<Route, ConfigError> {
         let key = |k: &str| format!("routes[{i}].{k}");
         let name = r.upstream.get_ref();
@@ -309,6 +312,7 @@ impl Validator<'_> {
             rewrite_prefix: r.rewrite_prefix.map(|p| p.into_inner()),
             request_headers: self.edits(r.request_headers, &key("request_headers"), false)?,
             response_headers: self.edits(r.response_headers, &key("response_headers"), true)?,
+            cache: self.route_cache(r.cache, &key("cache"), cache)?,
         })
     }
 }

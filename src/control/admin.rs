@@ -88,6 +88,8 @@ pub(super) struct Request {
     pub method: String,
     /// The path (admin paths are plain: no normalizing).
     pub path: String,
+    /// The query, without its `?`.
+    pub query: String,
     authorization: Option<Vec<u8>>,
     /// The body (Content-Length framing only).
     pub body: Vec<u8>,
@@ -171,6 +173,7 @@ async fn read(stream: &mut TcpStream, buf: &mut Buf) -> Result<Option<Request>, 
                 let head = Request {
                     method: req.method.to_string(),
                     path: req.path.to_string(),
+                    query: req.query.strip_prefix('?').unwrap_or("").to_string(),
                     authorization: req
                         .headers
                         .iter()
@@ -290,13 +293,15 @@ async fn handle(state: &Rc<RefCell<State>>, req: &Request) -> Response {
         ("/reload", _, "POST") => reload(state),
         ("/status" | "/config" | "/metrics", false, _) => Response::method_not_allowed("GET, HEAD"),
         ("/reload", _, _) => Response::method_not_allowed("POST"),
+        ("/cache/purge", _, "POST") => super::cache::handle_purge(state, req).await,
+        ("/cache/purge", _, _) => Response::method_not_allowed("POST"),
         (path, _, _) if path == "/upstreams" || path.starts_with("/upstreams/") => {
             super::registry::handle(state, req).await
         }
         (path, _, _) => Response::error(
             404,
             format!(
-                "no admin endpoint `{path}`; see /status, /metrics, /config, /reload, /upstreams"
+                "no admin endpoint `{path}`; see /status, /metrics, /config, /reload, /upstreams, /cache/purge"
             ),
         ),
     }
@@ -360,6 +365,7 @@ async fn status(state: &Rc<RefCell<State>>) -> Response {
             "config": s.config.origin,
             "last_reload": last_reload,
             "upstreams": upstreams,
+            "cache": super::cache::status_json(&s, &stats),
         }),
     )
 }

@@ -183,6 +183,7 @@ impl Probe {
             max_buf: 64 * 1024,
             timers: &no_timers,
             dir: Direction::Response,
+            tee: None,
         };
         let drained = relay.run(framing, framing).await;
         if drained.is_err() || !reusable || framing == Framing::Close {

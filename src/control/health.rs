@@ -69,13 +69,14 @@ impl Table {
         self.servers = next;
     }
 
-    /// A worker's report.
+    /// A worker's health report (cache reports are not the table's business).
     pub fn report(&mut self, report: Report, now: Instant) {
         let (generation, id) = match report {
             Report::Down {
                 generation, server, ..
             }
             | Report::Recovered { generation, server } => (generation, server),
+            Report::Cache(_) => return,
         };
         let Some(t) = self.servers.get_mut(&id) else {
             // A server a reload removed: its in-flight requests no longer matter.
@@ -87,6 +88,7 @@ impl Table {
         let effect = match report {
             Report::Down { down, reason, .. } => t.machine.passive_down(down, reason, now),
             Report::Recovered { .. } => t.machine.recovered(now),
+            Report::Cache(_) => return,
         };
         let name = t.name.clone();
         self.emit(id, &name, effect);

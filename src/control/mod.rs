@@ -9,6 +9,7 @@
 //! (reload, stop) through a channel and waits for the answer.
 
 pub mod admin;
+pub mod cache;
 pub mod checks;
 pub mod health;
 pub mod prometheus;
@@ -34,6 +35,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How often reports and commands are drained and back-offs checked.
 const TICK: Duration = Duration::from_millis(20);
+/// How often cache entries past any use are dropped.
+const CACHE_SWEEP: Duration = Duration::from_secs(1);
 
 /// What the main thread asks of the control thread.
 #[derive(Debug)]
@@ -97,6 +100,8 @@ struct State {
     /// Reloads (and registry changes) applied and refused so far.
     reloads: (u64, u64),
     access: crate::access::Remote,
+    /// The response cache's account.
+    cache: cache::Account,
 }
 
 /// A running control thread.
@@ -156,7 +161,10 @@ impl Drop for Control {
 async fn run(setup: Setup, commands: Receiver<Command>) {
     let now = Instant::now();
     let table = health::Table::new(setup.bus.clone(), &setup.snapshot, now);
+    let mut account = cache::Account::new(setup.config.cache.max_bytes);
+    account.configure(setup.config.caching(), setup.config.cache.max_bytes);
     let state = Rc::new(RefCell::new(State {
+        cache: account,
         health: Rc::new(RefCell::new(table)),
         checks: checks::Checks::default(),
         config: setup.config,
@@ -183,16 +191,25 @@ async fn run(setup: Setup, commands: Receiver<Command>) {
         }
         None => None,
     };
+    let mut last_sweep = now;
     loop {
         monoio::time::sleep(TICK).await;
         let now = Instant::now();
         {
-            let s = state.borrow();
+            let s = &mut *state.borrow_mut();
             let mut table = s.health.borrow_mut();
             while let Ok(report) = setup.reports.try_recv() {
-                table.report(report, now);
+                match report {
+                    Report::Cache(r) => s.cache.report(r),
+                    health => table.report(health, now),
+                }
             }
             table.tick(now);
+            if now >= last_sweep + CACHE_SWEEP {
+                last_sweep = now;
+                s.cache.sweep(crate::http::date::unix_now());
+            }
+            s.cache.flush(&s.bus);
         }
         while let Ok(command) = commands.try_recv() {
             match command {

@@ -73,8 +73,89 @@ pub(super) fn render(s: &State, stats: &[WorkerStats], now: Instant) -> String {
     requests(&mut out, &t);
     upstreams(&mut out, &t);
     servers(&mut out, s, stats);
+    cache(&mut out, s, stats);
     process(&mut out, s, stats, &t, now);
     out
+}
+
+fn cache(out: &mut String, s: &State, stats: &[WorkerStats]) {
+    let mut c = crate::cache::Counters::default();
+    for w in stats {
+        c.add(&w.cache);
+    }
+    family(
+        out,
+        "ringway_cache_responses_total",
+        "counter",
+        "Responses of routes that cache, by what the cache did (their X-Cache).",
+    );
+    for (label, n) in crate::cache::STATUS_LABELS.iter().zip(c.responses) {
+        let _ = writeln!(
+            out,
+            "ringway_cache_responses_total{{status=\"{label}\"}} {n}"
+        );
+    }
+    let store = s.cache.stats();
+    let rows: [(&str, &str, &str, u64); 9] = [
+        (
+            "ringway_cache_entries",
+            "gauge",
+            "Responses stored.",
+            store.entries as u64,
+        ),
+        (
+            "ringway_cache_bytes",
+            "gauge",
+            "Bytes stored (heads, bodies, keys and per-entry overhead), each entry once.",
+            store.bytes as u64,
+        ),
+        (
+            "ringway_cache_max_bytes",
+            "gauge",
+            "The bound on ringway_cache_bytes (cache.max_bytes).",
+            store.capacity as u64,
+        ),
+        (
+            "ringway_cache_stored_total",
+            "counter",
+            "Responses stored (or refreshed by a 304).",
+            c.stored,
+        ),
+        (
+            "ringway_cache_evictions_total",
+            "counter",
+            "Entries evicted to stay under cache.max_bytes.",
+            store.evictions,
+        ),
+        (
+            "ringway_cache_expired_total",
+            "counter",
+            "Entries dropped once stale past any use and without a validator.",
+            store.expired,
+        ),
+        (
+            "ringway_cache_purged_total",
+            "counter",
+            "Entries removed by purges and by unsafe requests to their URL.",
+            store.purged,
+        ),
+        (
+            "ringway_cache_coalesced_waits_total",
+            "counter",
+            "Requests that waited for another request's fetch of their key.",
+            c.coalesced,
+        ),
+        (
+            "ringway_cache_background_refreshes_total",
+            "counter",
+            "Stale entries refreshed in the background (stale-while-revalidate).",
+            c.refreshes,
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
 }
 
 fn requests(out: &mut String, t: &Totals) {

@@ -65,7 +65,7 @@ pub(super) async fn handle(state: &Rc<RefCell<State>>, req: &Request) -> Respons
 }
 
 /// `%3A` and friends in a path segment (an IPv6 address in brackets, say).
-fn percent_decode(segment: &str) -> String {
+pub(super) fn percent_decode(segment: &str) -> String {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

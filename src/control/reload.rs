@@ -148,6 +148,8 @@ impl State {
         self.health.borrow_mut().sync(&snap, now);
         self.checks.sync(&snap, &self.health);
         let shutdown_timeout = config.server.shutdown_timeout;
+        self.cache
+            .configure(config.caching(), config.cache.max_bytes);
         self.config = config;
         self.snapshot = snap;
         Ok(Reloaded {

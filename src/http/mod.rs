@@ -1,10 +1,12 @@
 //! HTTP/1.1 on bytes, no I/O: request and response heads, body framing, chunked coding,
 //! hop-by-hop rules, the head rewrites a proxy does (with the configured header edits),
-//! request ids and the `Date` value.
+//! request ids, `Cache-Control` directives, and HTTP-dates (the `Date` value out,
+//! `Date`/`Expires`/`Last-Modified` in).
 //!
 //! Everything here is synchronous and borrows from the connection's buffer, so it is
 //! unit-tested directly, including heads split at every byte.
 
+pub mod cache_control;
 pub mod chunked;
 pub mod date;
 pub mod edits;

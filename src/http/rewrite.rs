@@ -103,13 +103,13 @@ pub struct Edits<'a> {
 
 impl Edits<'_> {
     /// True when an incoming or automatic header `name` must not be written as is.
-    fn drops(&self, name: &str) -> bool {
+    pub fn drops(&self, name: &str) -> bool {
         self.scopes.iter().any(|s| s.drops(name))
     }
 
     /// Writes the `set` headers (a route's replaces the global one of the same name),
     /// then every `add` header.
-    fn write(&self, out: &mut Vec<u8>) {
+    pub fn write(&self, out: &mut Vec<u8>) {
         let [global, route] = self.scopes;
         for (name, t) in &global.set {
             if !route.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
@@ -160,6 +160,9 @@ pub struct Forward<'a> {
     pub edits: Option<Edits<'a>>,
     /// A generated request id to send as `X-Request-Id` (the client sent none).
     pub request_id: Option<&'a [u8]>,
+    /// Leave out `If-None-Match` and `If-Modified-Since`: the cache answers them itself,
+    /// and asks its own when it revalidates (a 304 to the client's would be unstorable).
+    pub strip_conditionals: bool,
 }
 
 /// Writes the request head for the upstream into `out`.
@@ -181,6 +184,11 @@ pub fn write_upstream_request(
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
     let edited = |name: &str| fwd.edits.as_ref().is_some_and(|e| e.drops(name));
+    let conditional = |name: &str| {
+        fwd.strip_conditionals
+            && (name.eq_ignore_ascii_case("if-none-match")
+                || name.eq_ignore_ascii_case("if-modified-since"))
+    };
     let mut xff_seen = false;
     let mut fwd_seen = false;
     let mut wrote_host = false;
@@ -189,6 +197,7 @@ pub fn write_upstream_request(
         if is_hop_by_hop(name)
             || (req.has_connection && listed_in_connection(req.headers, name))
             || edited(name)
+            || conditional(name)
         {
             continue;
         }
@@ -283,6 +292,8 @@ pub struct ClientHead<'a> {
     pub edits: Option<&'a Edits<'a>>,
     /// The `Date` value to add when the upstream sent none (RFC 9110 §6.6.1).
     pub date: &'a [u8],
+    /// The `X-Cache` line, on routes that cache.
+    pub x_cache: Option<&'static [u8]>,
 }
 
 /// Writes the response head for the client into `out`.
@@ -317,6 +328,9 @@ pub fn write_client_response(out: &mut Vec<u8>, resp: &Response<'_, '_>, head: &
     }
     if !resp.has_date && !edited("date") {
         write_header(out, b"Date", head.date);
+    }
+    if let Some(line) = head.x_cache {
+        out.extend_from_slice(line);
     }
     if let Some(e) = edits {
         e.write(out);
@@ -426,6 +440,7 @@ mod tests {
             query: req.query.as_bytes(),
             edits: None,
             request_id: None,
+            strip_conditionals: false,
         };
         write_upstream_request(
             &mut out,
@@ -510,6 +525,7 @@ mod tests {
             close: false,
             edits: None,
             date: b"Sun, 06 Nov 1994 08:49:37 GMT",
+            x_cache: None,
         };
         let write = |raw: &[u8]| {
             let mut slots = [const { MaybeUninit::uninit() }; 16];

@@ -3,6 +3,7 @@
 //! the client will get into `out`. Whether a failed attempt is retried is decided by
 //! the caller (`exchange`) from the one failure table.
 
+use super::cached::CacheFill;
 use super::head::Head;
 use super::upstream::Upstreams;
 use super::Conn;
@@ -32,6 +33,22 @@ pub(super) struct RespHead {
     pub reusable: bool,
     /// The client connection ends after this response.
     pub close_client: bool,
+    /// Bytes of the client head at the start of `out` (a small body may follow it).
+    pub head_len: usize,
+}
+
+impl RespHead {
+    /// A 304 the cache took as confirming its entry: nothing to relay.
+    fn revalidated(reusable: bool) -> RespHead {
+        RespHead {
+            status: 304,
+            input: Framing::None,
+            output: Framing::None,
+            reusable,
+            close_client: false,
+            head_len: 0,
+        }
+    }
 }
 
 /// Sends the request head in `out` (which a retry resends, so it is kept) and, unless
@@ -75,6 +92,9 @@ enum Parsed {
     Retry(u16),
     /// The final head, written for the client into `out`.
     Final(RespHead),
+    /// A 304 that confirmed the entry the cache revalidated: nothing written. Whether
+    /// the upstream connection may be reused.
+    Revalidated(bool),
 }
 
 /// Reads the upstream's response head within `response_header_timeout` (cut short by
@@ -83,17 +103,26 @@ enum Parsed {
 ///
 /// With `retry` set, a status it names comes back as `UpstreamStatus` and `out` is left
 /// holding the request, ready to be resent elsewhere.
+///
+/// With `fill` (a route that caches), the head says `X-Cache`, and `fill` decides from
+/// it whether the response will be stored; a 304 that confirms the entry `fill`
+/// revalidates comes back with status 304 and nothing written.
 pub(super) async fn response_head(
     c: &mut Conn<'_>,
     ups: &Upstreams<'_>,
     conn: &mut UpConn,
     edits: Option<&Edits<'_>>,
     retry: Option<&RetryOn>,
+    mut fill: Option<&mut CacheFill<'_>>,
 ) -> Result<RespHead, ProxyError> {
     let limit = ups.budget(ups.group.response_header_timeout)?;
     let (shard, head) = (c.shard, ups.head);
     let date = shard.date();
     let (client, out) = (&mut *c.client, &mut *c.out);
+    // The request head is still at the front of the client buffer: a request the cache
+    // sees has no body, so it was sent whole from there and is consumed only later.
+    let request = c.cbuf.data().get(..head.len).unwrap_or_default();
+    let key = &c.key[..];
     let mut interim_bytes = 0;
     let read = async {
         // Only the first head can tell that a pooled connection was closed idle.
@@ -115,7 +144,12 @@ pub(super) async fn response_head(
                         close: shard.draining(),
                         edits,
                         date: &date,
+                        x_cache: fill.as_ref().map(|f| f.status.header()),
                     };
+                    let cache = fill.as_deref_mut().filter(|_| !resp.is_interim());
+                    if cache.is_some_and(|f| f.on_head(resp, request, key, shard.unix_secs())) {
+                        return Ok(Parsed::Revalidated(resp.reusable));
+                    }
                     prepare(resp, head, out, &mut interim, client_head, retry)
                 },
             )
@@ -134,6 +168,10 @@ pub(super) async fn response_head(
                     conn.buf.consume(len);
                     coalesce_small_body(conn, out, &mut r);
                     return Ok(r);
+                }
+                Parsed::Revalidated(reusable) => {
+                    conn.buf.consume(len);
+                    return Ok(RespHead::revalidated(reusable));
                 }
             }
         }
@@ -206,5 +244,6 @@ fn prepare(
         output,
         reusable: resp.reusable,
         close_client,
+        head_len: out.len(),
     }))
 }

@@ -6,12 +6,13 @@
 //! bodies are streamed and never retried once sent.
 
 use super::attempt::{self, RespHead, COALESCE_MAX};
+use super::cached::CacheFill;
 use super::head::Head;
 use super::respond::{send_continue, Failed};
 use super::upstream::{InFlight, Upstreams, UPSTREAM_BUF};
 use super::Conn;
 use crate::balance::Tried;
-use crate::body::{Direction, Relay};
+use crate::body::{Direction, Relay, Sink};
 use crate::buf::{write_vec, Fill};
 use crate::config::{Balance, Route};
 use crate::error::{ProxyError, Resend};
@@ -38,17 +39,41 @@ pub(super) struct Done {
 /// How an exchange ended: relayed, or a failure to answer.
 pub(super) type Outcome = Result<Done, Failed>;
 
-/// Forwards one request routed by `route` to group `group` and relays the response.
+/// Forwards one request routed by `route` to group `group` and relays the response;
+/// `fill`, on a route that caches, labels the response and stores it when it may.
 pub(super) async fn run(
     c: &mut Conn<'_>,
     gen: &Generation,
     route: usize,
     group: crate::config::UpstreamId,
     head: &Head,
+    mut fill: Option<&mut CacheFill<'_>>,
 ) -> Outcome {
-    let route = gen.snap().router.route(route);
     let ups = Upstreams::new(c.shard, gen, group, head);
-    gen.budget(group).request(c.shard.now());
+    let got = fetch(c, &ups, route, fill.as_deref_mut()).await?;
+    relay_response(c, &ups, got, fill).await
+}
+
+/// A response head received from a server, with what relaying the rest needs.
+pub(super) struct Received {
+    up: UpConn,
+    /// What the head said.
+    pub resp: RespHead,
+    flight: InFlight,
+    sent_at: Option<Instant>,
+}
+
+/// Sends the request (its body staged or streamed, retried as the table allows) and
+/// reads the response head.
+pub(super) async fn fetch(
+    c: &mut Conn<'_>,
+    ups: &Upstreams<'_>,
+    route: usize,
+    fill: Option<&mut CacheFill<'_>>,
+) -> Result<Received, Failed> {
+    let (gen, head) = (ups.gen, ups.head);
+    let route = gen.snap().router.route(route);
+    gen.budget(ups.id).request(c.shard.now());
     let gap = gen.snap().server.body_timeout;
     let body = stage_body(c, head, ups.group.retry_body_max, gap).await?;
     let coalesced = body.is_some_and(|n| n <= COALESCE_MAX);
@@ -61,10 +86,15 @@ pub(super) async fn run(
     let timed = ups.group.balance == Balance::LeastTime || snap.metrics || snap.access.is_some();
     let sent_at = timed.then(Instant::now);
     let (up, resp, flight) = match body {
-        Some(n) => attempts(c, &ups, route, n, coalesced).await?,
-        None => streamed(c, &ups, route).await?,
+        Some(n) => attempts(c, ups, route, n, coalesced, fill).await?,
+        None => streamed(c, ups, route, fill).await?,
     };
-    relay_response(c, &ups, up, resp, flight, sent_at).await
+    Ok(Received {
+        up,
+        resp,
+        flight,
+        sent_at,
+    })
 }
 
 /// Reads a body that will be sent whole (bodiless, or a length up to `retry_body_max`,
@@ -155,6 +185,7 @@ async fn attempts(
     route: &Route,
     body: usize,
     coalesced: bool,
+    mut fill: Option<&mut CacheFill<'_>>,
 ) -> Result<(UpConn, RespHead, InFlight), Failed> {
     let head = ups.head;
     let budget = ups.gen.budget(ups.id);
@@ -188,7 +219,8 @@ async fn attempts(
             let now = c.shard.now();
             let retry = (may_retry && tries.retries_left > 0 && budget.allows(now))
                 .then_some(&ups.group.retry_on);
-            match attempt::response_head(c, ups, &mut conn, edits.as_ref(), retry).await {
+            let f = fill.as_deref_mut();
+            match attempt::response_head(c, ups, &mut conn, edits.as_ref(), retry, f).await {
                 Ok(resp) => {
                     c.cbuf.consume(head.len + body);
                     return Ok((conn, resp, flight));
@@ -269,6 +301,7 @@ async fn streamed(
     c: &mut Conn<'_>,
     ups: &Upstreams<'_>,
     route: &Route,
+    fill: Option<&mut CacheFill<'_>>,
 ) -> Result<(UpConn, RespHead, InFlight), Failed> {
     let head = ups.head;
     let undrained = |err| Failed {
@@ -311,6 +344,7 @@ async fn streamed(
         max_buf: server.max_header_bytes.max(crate::buf::CLIENT_BUF),
         timers: c.shard.timers(),
         dir: Direction::Request,
+        tee: None,
     };
     match relay.run(head.body, head.body).await {
         Ok(moved) => c.bytes_in += moved,
@@ -320,7 +354,7 @@ async fn streamed(
         }
     }
     let edits = response_edits(c, ups, route, flight.server());
-    match attempt::response_head(c, ups, &mut conn, edits.as_ref(), None).await {
+    match attempt::response_head(c, ups, &mut conn, edits.as_ref(), None, fill).await {
         Ok(resp) => Ok((conn, resp, flight)),
         Err(err) => {
             // A pooled connection that closed after the whole body: not resendable.
@@ -335,24 +369,15 @@ async fn streamed(
     }
 }
 
-/// Writes the response head (and a small body with it), then relays the rest of the
-/// body; returns whether the client connection may carry another request.
-async fn relay_response(
-    c: &mut Conn<'_>,
-    ups: &Upstreams<'_>,
-    mut up: UpConn,
-    resp: RespHead,
-    flight: InFlight,
-    sent_at: Option<Instant>,
-) -> Outcome {
-    let (shard, group) = (c.shard, ups.group);
-    let server = flight.server();
-    let latency = sent_at.map(|at| at.elapsed());
-    if group.fail_on_status.contains(&resp.status) {
+/// Counts the response for its server's health and the latency metrics.
+fn settle(c: &Conn<'_>, ups: &Upstreams<'_>, got: &Received) -> Option<std::time::Duration> {
+    let (shard, group, server) = (c.shard, ups.group, got.flight.server());
+    if group.fail_on_status.contains(&got.resp.status) {
         shard.failed(server, group, "error status");
     } else {
         shard.succeeded(server);
     }
+    let latency = got.sent_at.map(|at| at.elapsed());
     if let Some(latency) = latency {
         if group.balance == Balance::LeastTime {
             server.observe_latency(latency, shard.now());
@@ -361,10 +386,48 @@ async fn relay_response(
             m.response.observe(latency);
         }
     }
+    latency
+}
+
+/// Ends an exchange whose response the client will not get (the cache answers
+/// instead): counted like a relayed one; the connection is pooled when the response
+/// had no body left to read, else closed.
+pub(super) fn settle_unrelayed(c: &Conn<'_>, ups: &Upstreams<'_>, got: Received) {
+    settle(c, ups, &got);
+    let server = got.flight.server();
+    let done = got.resp.input == Framing::None && got.up.buf.is_empty();
+    if got.resp.reusable && done && !server.is_retired() {
+        server.idle.put(got.up, c.shard.now(), ups.group.keepalive);
+    }
+}
+
+/// Writes the response head (and a small body with it), then relays the rest of the
+/// body; returns whether the client connection may carry another request. A `fill`
+/// that decided to store the response gets a copy of the body.
+pub(super) async fn relay_response(
+    c: &mut Conn<'_>,
+    ups: &Upstreams<'_>,
+    got: Received,
+    fill: Option<&mut CacheFill<'_>>,
+) -> Outcome {
+    let latency = settle(c, ups, &got);
+    let Received {
+        mut up,
+        resp,
+        flight,
+        ..
+    } = got;
+    let (shard, group, server) = (c.shard, ups.group, flight.server());
     let cut = |err| Failed {
         err,
         drained: false,
     };
+    let mut tee = fill.filter(|f| f.storing());
+    if let (Some(f), Framing::None) = (tee.as_deref_mut(), resp.input) {
+        // The whole body is in `out` after the head (or there is none): store it first.
+        f.data(&c.out[resp.head_len..]);
+        f.end();
+    }
     let body_timeout = ups.gen.snap().server.body_timeout;
     // `out` holds the client response head, plus the body when it was small and
     // complete. A coarse timer: this runs per request, and a monoio `Sleep` would make
@@ -390,6 +453,7 @@ async fn relay_response(
         max_buf: UPSTREAM_BUF,
         timers: shard.timers(),
         dir: Direction::Response,
+        tee: tee.map(|f| f as &mut dyn crate::body::Sink),
     };
     let relayed = match ups.deadline {
         None => relay.run(resp.input, resp.output).await,

@@ -43,6 +43,9 @@ pub(super) struct Head {
     pub resp_host: Option<Box<str>>,
     /// Where the access log fields in the connection's scratch split (`access::begin`).
     pub log_split: usize,
+    /// The cache's view of the request, when its route caches (its key is in the
+    /// connection's key scratch).
+    pub cache: Option<super::cached::CacheReq>,
 }
 
 /// Waits for a complete request head and prepares the upstream head in `out`.
@@ -69,7 +72,12 @@ pub(super) async fn read(
     let mut deadline: Option<Instant> = None;
     loop {
         if !c.cbuf.is_empty() {
-            if let Some(head) = prepare(&prep, &limits, c.cbuf.data(), c.out, c.log)? {
+            let scratch = Scratch {
+                out: &mut *c.out,
+                log: &mut *c.log,
+                key: &mut *c.key,
+            };
+            if let Some(head) = prepare(&prep, &limits, c.cbuf.data(), scratch)? {
                 return Ok(Some(head));
             }
         }
@@ -123,15 +131,25 @@ struct Prep<'a> {
     scheme: &'static str,
 }
 
+/// The connection's scratch buffers a head is prepared into.
+struct Scratch<'a> {
+    /// The upstream request head.
+    out: &'a mut Vec<u8>,
+    /// The access log's fields.
+    log: &'a mut Vec<u8>,
+    /// The cache key, host and target.
+    key: &'a mut Vec<u8>,
+}
+
 /// Parses the head in `data` (synchronously, borrowing it), routes it, and writes the
 /// upstream request head into `out`. `Ok(None)`: incomplete, read more.
 fn prepare(
     p: &Prep<'_>,
     limits: &Limits,
     data: &[u8],
-    out: &mut Vec<u8>,
-    log: &mut Vec<u8>,
+    scratch: Scratch<'_>,
 ) -> Result<Option<Head>, ProxyError> {
+    let Scratch { out, log, key } = scratch;
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_SLOTS];
     let Some(req) = request::parse(data, &mut slots, limits)? else {
         return Ok(None);
@@ -169,6 +187,7 @@ fn prepare(
         request_id: RequestId::NONE,
         resp_host: None,
         log_split: 0,
+        cache: None,
     };
     out.clear();
     let snap = p.gen.snap();
@@ -189,6 +208,9 @@ fn prepare(
     let group = &p.gen.group(id).upstream;
     head.hash = request_hash(group.balance, group.hash_key.as_ref(), &view, p.peer);
     head.idempotent = group.idempotent_methods.iter().any(|m| m == req.method);
+    if let Some(rc) = &route.cache {
+        head.cache = Some(super::cached::CacheReq::new(rc, &req, &view, key));
+    }
     forward(p, route, &req, (path, rest), out, &mut head);
     log_begin(p, &req, &mut head, &route.label, log);
     Ok(Some(head))
@@ -328,6 +350,7 @@ fn forward(
         query: req.query.as_bytes(),
         edits,
         request_id: generated.then(|| head.request_id.as_bytes()),
+        strip_conditionals: head.cache.is_some_and(|c| c.lookup_method()),
     };
     write_upstream_request(out, req, peer, req.body, &fwd);
 }

@@ -5,21 +5,26 @@
 //! 2. `busy` (here): answers requests while they keep coming. Each request takes the
 //!    worker's current config generation once and finishes on it.
 //! 3. [`head`]: reads a request head, routes it and writes the upstream's head.
-//! 4. [`exchange`]: one exchange: the body staged for resending, the attempts with the
+//! 4. [`cached`]: on a route that caches: lookup, coalescing, revalidation, storing;
+//!    [`hit`] writes answers from the cache, [`refresh`] refreshes in the background.
+//! 5. [`exchange`]: one exchange: the body staged for resending, the attempts with the
 //!    retry rules, the response relayed back.
-//! 5. [`attempt`]: one attempt on one server: send, then read the response head
+//! 6. [`attempt`]: one attempt on one server: send, then read the response head
 //!    (forwarding interim 1xx heads).
-//! 6. [`upstream`]: getting a connection: pool, balancer, connect with failover, and
+//! 7. [`upstream`]: getting a connection: pool, balancer, connect with failover, and
 //!    the request's count against its server.
-//! 7. [`respond`]: answers the proxy makes itself, and closing a connection after one.
+//! 8. [`respond`]: answers the proxy makes itself, and closing a connection after one.
 //!
 //! Runs as a task on its worker's runtime. Everything the hot path needs is owned by
 //! the task (buffers are reused across requests) or by its worker's `Shard` (pools,
 //! cursors, health); nothing here takes a lock or touches another core's memory.
 
 mod attempt;
+mod cached;
 mod exchange;
 mod head;
+mod hit;
+mod refresh;
 mod respond;
 mod upstream;
 
@@ -27,9 +32,10 @@ use crate::buf::{Buf, ConnBufs, Fill};
 use crate::client::{ClientStream, ConnFacts, Scheme};
 use crate::error::ProxyError;
 use crate::http::rewrite::Peer;
-use crate::shard::{RequestRecord, Shard};
+use crate::shard::{Generation, RequestRecord, Shard};
 use crate::timer::TICK;
 use monoio::io::Canceller;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// A connection whose next request came within this of its last response (give or take
@@ -54,6 +60,8 @@ enum Spell {
 /// One busy connection's handles, passed down the request path.
 struct Conn<'a> {
     shard: &'a Shard,
+    /// The connection's facts (the worker as an `Rc`, for tasks that outlive a request).
+    facts: &'a ConnFacts,
     client: &'a mut ClientStream,
     /// Bytes read from the client and not yet handled.
     cbuf: &'a mut Buf,
@@ -68,6 +76,8 @@ struct Conn<'a> {
     bytes_out: u64,
     /// The current request's access log fields (see `access::begin`).
     log: &'a mut Vec<u8>,
+    /// The current request's cache key, host and target (`cache::request::build`).
+    key: &'a mut Vec<u8>,
 }
 
 /// Serves one client connection until it closes or must be closed.
@@ -131,9 +141,15 @@ async fn busy(
     let shard = facts.shard();
     // Formatted per busy spell, not kept: an idle connection stays that much smaller.
     let peer = &Peer::new(facts.peer);
-    let ConnBufs { cbuf, out, log } = bufs;
+    let ConnBufs {
+        cbuf,
+        out,
+        log,
+        key,
+    } = bufs;
     let mut c = Conn {
         shard,
+        facts,
         client,
         cbuf,
         out,
@@ -142,6 +158,7 @@ async fn busy(
         bytes_in: 0,
         bytes_out: 0,
         log,
+        key,
     };
     let mut answered = false;
     // Made once per spell, on the first wait for a next request.
@@ -183,55 +200,62 @@ async fn busy(
         };
         *first = false;
         answered = true;
-        // Read only when counted or logged: the clock is not free.
-        let timed = gen.snap().metrics || gen.snap().access.is_some();
-        let started = timed.then(Instant::now);
-        c.bytes_in = head.len as u64;
-        let outcome = match head.route {
-            Some((route, group)) => exchange::run(&mut c, &gen, route, group, &head).await,
-            None => {
-                // The body (if any) is unread: only a bodiless request keeps the connection.
-                let drained = head.body == crate::http::Framing::None;
-                if drained {
-                    c.cbuf.consume(head.len);
-                }
-                let err = match head.missing {
-                    Some(_) => ProxyError::UnknownUpstream,
-                    None => ProxyError::NoRoute,
-                };
-                Err(respond::Failed { err, drained })
-            }
-        };
-        let (keep, status, upstream) = match outcome {
-            Ok(done) => (done.keep_alive, done.status, done.upstream),
-            Err(failed) => {
-                let status = failed.err.status();
-                let keep = respond::answer(&mut c, &gen, Some(&head), failed).await;
-                (keep, status, None)
-            }
-        };
-        if let (Some(format), Some(started)) = (gen.snap().access, started) {
-            let outcome = crate::access::Outcome {
-                status,
-                bytes: c.bytes_out,
-                duration: started.elapsed(),
-                upstream,
-            };
-            shard.access_line(format, c.log, head.log_split, &outcome);
-        }
-        let record = RequestRecord {
-            route: head.route.map(|(r, _)| r),
-            method: head.method,
-            status,
-            started,
-            bytes_in: std::mem::take(&mut c.bytes_in),
-            bytes_out: std::mem::take(&mut c.bytes_out),
-        };
-        shard.record_request(&gen, &record);
-        if !keep {
+        if !respond_to(&mut c, &gen, &head).await {
             return Spell::Close;
         }
     }
+}
+
+/// Answers one request whose head was read (through the cache when its route has
+/// one), then logs and counts it; returns whether the connection may carry another.
+async fn respond_to(c: &mut Conn<'_>, gen: &Rc<Generation>, head: &head::Head) -> bool {
+    // Read only when counted or logged: the clock is not free.
+    let timed = gen.snap().metrics || gen.snap().access.is_some();
+    let started = timed.then(Instant::now);
+    c.bytes_in = head.len as u64;
+    let outcome = match (head.route, head.cache) {
+        (Some((route, group)), Some(req)) => cached::run(c, gen, route, group, head, req).await,
+        (Some((route, group)), None) => exchange::run(c, gen, route, group, head, None).await,
+        (None, _) => {
+            // The body (if any) is unread: only a bodiless request keeps the connection.
+            let drained = head.body == crate::http::Framing::None;
+            if drained {
+                c.cbuf.consume(head.len);
+            }
+            let err = match head.missing {
+                Some(_) => ProxyError::UnknownUpstream,
+                None => ProxyError::NoRoute,
+            };
+            Err(respond::Failed { err, drained })
+        }
+    };
+    let (keep, status, upstream) = match outcome {
+        Ok(done) => (done.keep_alive, done.status, done.upstream),
+        Err(failed) => {
+            let status = failed.err.status();
+            let keep = respond::answer(c, gen, Some(head), failed).await;
+            (keep, status, None)
+        }
+    };
+    if let (Some(format), Some(started)) = (gen.snap().access, started) {
+        let outcome = crate::access::Outcome {
+            status,
+            bytes: c.bytes_out,
+            duration: started.elapsed(),
+            upstream,
+        };
+        c.shard.access_line(format, c.log, head.log_split, &outcome);
+    }
+    let record = RequestRecord {
+        route: head.route.map(|(r, _)| r),
+        method: head.method,
+        status,
+        started,
+        bytes_in: std::mem::take(&mut c.bytes_in),
+        bytes_out: std::mem::take(&mut c.bytes_out),
+    };
+    c.shard.record_request(gen, &record);
+    keep
 }
 
 /// Logs a request whose head could not be read (its fields are unknown: `-`).
