@@ -286,11 +286,40 @@ mod tests {
         }
     }
 
+    /// A tee that records what it is given, and when it is told the body ended.
+    #[derive(Default)]
+    struct Copy {
+        data: Vec<u8>,
+        /// Bytes written to the destination when `end` came.
+        ended_at: Option<usize>,
+    }
+
+    impl super::Sink for Copy {
+        fn data(&mut self, bytes: &[u8]) {
+            self.data.extend_from_slice(bytes);
+        }
+
+        fn end(&mut self) {
+            self.ended_at = Some(self.data.len());
+        }
+    }
+
     async fn relay(
         input: &[u8],
         step: usize,
         from: Framing,
         to: Framing,
+    ) -> (Result<u64, ProxyError>, Vec<u8>, Vec<u8>) {
+        let mut tee = Copy::default();
+        relay_teed(input, step, from, to, &mut tee).await
+    }
+
+    async fn relay_teed(
+        input: &[u8],
+        step: usize,
+        from: Framing,
+        to: Framing,
+        tee: &mut Copy,
     ) -> (Result<u64, ProxyError>, Vec<u8>, Vec<u8>) {
         let mut src = Trickle { data: input, step };
         let mut buf = Buf::with_capacity(64);
@@ -307,7 +336,7 @@ mod tests {
             max_buf: 4096,
             timers: &timers,
             dir: Direction::Request,
-            tee: None,
+            tee: Some(tee),
         };
         let res = r.run(from, to).await;
         (res, sink.0, buf.data().to_vec())
@@ -371,6 +400,36 @@ mod tests {
         let (res, got, _) = relay(b"abc", 2, Framing::Close, Framing::Chunked).await;
         res.unwrap();
         assert_eq!(got, b"2\r\nab\r\n1\r\nc\r\n0\r\n\r\n");
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn a_tee_gets_the_decoded_body_and_its_end_only_when_it_ended_well() {
+        let cases: [(&[u8], Framing); 3] = [
+            (b"hello world", Framing::Length(11)),
+            (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", Framing::Chunked),
+            (b"hello world", Framing::Close),
+        ];
+        for (input, framing) in cases {
+            for step in [1, 4, 100] {
+                let mut tee = Copy::default();
+                let (res, _, _) = relay_teed(input, step, framing, framing, &mut tee).await;
+                res.unwrap();
+                assert_eq!(tee.data, b"hello world", "{framing:?} step {step}");
+                assert_eq!(tee.ended_at, Some(11), "{framing:?} step {step}");
+            }
+        }
+        for (input, framing) in [
+            (&b"hello"[..], Framing::Length(11)),
+            (b"5\r\nhello\r\n6\r\n wor", Framing::Chunked),
+        ] {
+            let mut tee = Copy::default();
+            let (res, _, _) = relay_teed(input, 3, framing, framing, &mut tee).await;
+            assert!(res.is_err());
+            assert_eq!(
+                tee.ended_at, None,
+                "a cut body never ends well: {framing:?}"
+            );
+        }
     }
 
     #[monoio::test(timer_enabled = true)]

@@ -280,6 +280,9 @@ pub struct WorkerStats {
     pub totals: Totals,
     /// Its cache counters since it started.
     pub cache: crate::cache::Counters,
+    /// Entries in its cache index, and their bytes (each worker indexes every entry;
+    /// the bytes are shared, counted here per index).
+    pub cache_index: (usize, usize),
 }
 
 impl WorkerStats {

@@ -68,14 +68,15 @@ impl Freshness {
         !self.no_cache && self.age(now) < self.lifetime
     }
 
-    /// Stale, but still inside its `stale-while-revalidate` window.
+    /// Stale, but still inside its `stale-while-revalidate` window (the window's
+    /// first second starts at staleness 0: a window of 0 never serves stale).
     pub fn within_stale_while_revalidate(&self, now: u64) -> bool {
-        self.may_serve_stale() && self.staleness(now) <= self.stale_while_revalidate
+        self.may_serve_stale() && self.staleness(now) < self.stale_while_revalidate
     }
 
     /// Stale, but still inside its `stale-if-error` window.
     pub fn within_stale_if_error(&self, now: u64) -> bool {
-        self.may_serve_stale() && self.staleness(now) <= self.stale_if_error
+        self.may_serve_stale() && self.staleness(now) < self.stale_if_error
     }
 
     fn may_serve_stale(&self) -> bool {
@@ -234,9 +235,13 @@ mod tests {
         let mut f = fresh_for(60);
         f.stale_while_revalidate = 30;
         f.stale_if_error = 100;
-        assert!(f.within_stale_while_revalidate(1080));
-        assert!(!f.within_stale_while_revalidate(1081));
-        assert!(f.within_stale_if_error(1150));
+        assert!(f.within_stale_while_revalidate(1079));
+        assert!(!f.within_stale_while_revalidate(1080));
+        assert!(f.within_stale_if_error(1149));
+        assert!(
+            !fresh_for(60).within_stale_if_error(1050),
+            "no window, no stale"
+        );
         assert_eq!(f.servable_until(), 990 + 60 + 100);
         f.must_revalidate = true;
         assert!(!f.within_stale_if_error(1051));

@@ -290,8 +290,11 @@ pub fn refresh<'h>(
     id: EntryId,
 ) -> Option<Stored> {
     let names = fields_304.clone();
+    // `Date` always goes: the 304's, or (without one) the time it arrived, which
+    // `plan` adds (RFC 9110 §6.6.1); the old one would age the refreshed entry.
     let updated = move |name: &str| {
-        !kept_on_refresh(name) && names.clone().any(|(n, _)| n.eq_ignore_ascii_case(name))
+        name.eq_ignore_ascii_case("date")
+            || (!kept_on_refresh(name) && names.clone().any(|(n, _)| n.eq_ignore_ascii_case(name)))
     };
     let kept = old.fields().filter(move |(n, _)| !updated(n));
     let fresh = fields_304.filter(|(n, _)| !kept_on_refresh(n));
@@ -497,7 +500,11 @@ mod tests {
             ("Content-Type", "text/html"),
         ];
         let it = new_fields.iter().map(|(n, v)| (*n, v.as_bytes()));
-        let s = refresh(&old, it, &|_| false, &c, NOW + 50, 2).unwrap();
+        let revalidation = Context {
+            request_time: NOW + 49,
+            ..c
+        };
+        let s = refresh(&old, it, &|_| false, &revalidation, NOW + 50, 2).unwrap();
         assert_eq!(s.id, 2);
         assert_eq!(s.freshness.lifetime, 100);
         assert_eq!(s.body, old.body);
@@ -512,6 +519,8 @@ mod tests {
             "{head}"
         );
         assert_eq!(head.matches("ETag").count(), 1, "{head}");
+        assert_eq!(head.matches("Date: ").count(), 1, "{head}");
+        assert_eq!(s.freshness.age(NOW + 50), 1, "aged from the 304's arrival");
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     }
 }

@@ -13,7 +13,8 @@ use toml::Spanned;
 pub struct CacheConfig {
     /// Every cached head and body in the process, together.
     pub max_bytes: usize,
-    /// Larger responses stream through uncached, never buffered.
+    /// Larger responses stream through uncached, never buffered (default: 8 MiB, or a
+    /// tenth of `max_bytes` when that is less).
     pub max_object_bytes: usize,
     /// Freshness for responses that carry none, when non-zero.
     pub default_ttl: Duration,
@@ -119,14 +120,18 @@ impl Validator<'_> {
                 "must be between 1MiB and 1TiB".into(),
             );
         }
-        let max_object = raw.max_object_bytes.get_ref().0;
-        if max_object == 0 || max_object > max_bytes {
-            return self.err(
-                raw.max_object_bytes.span(),
-                "cache.max_object_bytes".into(),
-                "must be between 1B and cache.max_bytes".into(),
-            );
-        }
+        let max_object = match &raw.max_object_bytes {
+            // An object over a tenth of the cache would mostly evict others to no use.
+            None => (8 << 20).min(max_bytes / 10),
+            Some(m) if m.get_ref().0 == 0 || m.get_ref().0 > max_bytes => {
+                return self.err(
+                    m.span(),
+                    "cache.max_object_bytes".into(),
+                    "must be between 1B and cache.max_bytes".into(),
+                );
+            }
+            Some(m) => m.get_ref().0,
+        };
         let key = match &raw.key {
             None => DEFAULT_KEY.to_vec(),
             Some(k) => {

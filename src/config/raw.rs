@@ -28,8 +28,7 @@ pub struct RawConfig {
 pub struct RawCache {
     #[serde(default = "d_256m")]
     pub max_bytes: Spanned<Size>,
-    #[serde(default = "d_8m")]
-    pub max_object_bytes: Spanned<Size>,
+    pub max_object_bytes: Option<Spanned<Size>>,
     pub default_ttl: Option<Dur>,
     pub key: Option<Spanned<Vec<String>>>,
     pub stale_while_revalidate: Option<Dur>,
@@ -327,9 +326,6 @@ fn d_16k() -> Spanned<Size> {
 }
 fn d_256m() -> Spanned<Size> {
     Spanned::new(0..0, Size(256 << 20))
-}
-fn d_8m() -> Spanned<Size> {
-    Spanned::new(0..0, Size(8 << 20))
 }
 fn d_8k() -> Spanned<Size> {
     Spanned::new(0..0, Size(8 * 1024))

@@ -157,5 +157,6 @@ pub(super) fn status_json(s: &State, stats: &[WorkerStats]) -> Value {
         "purged": store.purged,
         "coalesced_waits": c.coalesced,
         "background_refreshes": c.refreshes,
+        "worker_index_entries": stats.iter().map(|w| w.cache_index.0).collect::<Vec<_>>(),
     })
 }

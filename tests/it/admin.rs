@@ -32,7 +32,7 @@ fn config(workers: usize, servers: &[SocketAddr], extra: &str, admin_extra: &str
 }
 
 /// One admin request on a fresh connection; `auth` is the whole Authorization value.
-fn call(admin: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> Response {
+pub(crate) fn call(admin: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> Response {
     let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     let mut c = Client::connect(admin);
     let body = if method == "POST" {
@@ -47,7 +47,7 @@ fn call(admin: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> Resp
 }
 
 /// The response's body as JSON (asserting the content type).
-fn json(r: &Response) -> Value {
+pub(crate) fn json(r: &Response) -> Value {
     assert_eq!(
         r.headers.get("content-type"),
         Some("application/json"),

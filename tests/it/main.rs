@@ -8,6 +8,7 @@ mod support;
 mod admin;
 mod balancing;
 mod bodies;
+mod cache;
 mod cli;
 mod forwarding;
 mod health;

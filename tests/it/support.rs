@@ -399,6 +399,32 @@ pub enum Mode {
     CloseMidChunked,
     /// Answers like `Ok` (keep-alive implied), then closes the connection silently.
     OkThenClose,
+    /// The test writes each answer: called with the request and its 1-based number.
+    Script(Script),
+}
+
+/// A scripted answer: the bytes to write (head and body, as the test wants them, even
+/// truncated), and whether to close the connection after them.
+#[derive(Debug, Clone, Default)]
+pub struct Scripted {
+    /// Written as they are.
+    pub raw: Vec<u8>,
+    /// Close (FIN) after writing.
+    pub close: bool,
+}
+
+/// How a scripted upstream answers: the request and its 1-based number in.
+pub type Answerer = dyn Fn(&Seen, usize) -> Scripted + Send + Sync;
+
+/// The function behind [`Mode::Script`]; it runs on the connection's own thread, so it
+/// may block (to hold a response back).
+#[derive(Clone)]
+pub struct Script(pub Arc<Answerer>);
+
+impl std::fmt::Debug for Script {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Script(..)")
+    }
 }
 
 /// One request as the upstream received it.
@@ -574,7 +600,7 @@ fn serve_one(s: &Shared, conn: &mut Conn) -> io::Result<bool> {
     let close = headers.lists("connection", "close");
     let is_head = method == "HEAD";
     let ok_text = format!("{}: {method} {target}\n", s.name);
-    s.seen.lock().unwrap().push(Seen {
+    let seen = Seen {
         method,
         target,
         version,
@@ -583,7 +609,12 @@ fn serve_one(s: &Shared, conn: &mut Conn) -> io::Result<bool> {
         wire_body,
         chunk_lines,
         trailers,
-    });
+    };
+    let number = {
+        let mut all = s.seen.lock().unwrap();
+        all.push(seen.clone());
+        all.len()
+    };
     s.requests.fetch_add(1, Ordering::SeqCst);
 
     let conn_hdr = if close { "Connection: close\r\n" } else { "" };
@@ -646,6 +677,14 @@ fn serve_one(s: &Shared, conn: &mut Conn) -> io::Result<bool> {
             return Ok(false);
         }
         Mode::CloseAfterHead => unreachable!("handled before the body"),
+        Mode::Script(script) => {
+            let reply = (script.0)(&seen, number);
+            w.write_all(&reply.raw)?;
+            if reply.close {
+                let _ = w.shutdown(Shutdown::Write);
+                return Ok(false);
+            }
+        }
         Mode::CloseMidBody | Mode::ResetMidBody => {
             let mut out =
                 format!("HTTP/1.1 200 OK\r\nContent-Length: {PROMISED_LEN}\r\n\r\n").into_bytes();
@@ -1002,6 +1041,11 @@ impl Binary {
             .collect();
         assert!(!binary.addrs.is_empty(), "no listen line: {}", binary.log());
         binary
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The admin API's address, from its log line (`admin API listening on ADDR`).
