@@ -16,6 +16,9 @@ median of the measured rounds and the min-max spread.
 The failover scenario differs: three origins (ports base, base+4, base+5), one proxy at a
 time, one 15 s wrk run per proxy with a Lua per-0.5 s timeline, origin #2 SIGKILLed at 5 s and
 restarted at 10 s (see failover_once and loadtest/README.md).
+
+The cache-hit scenario starts the proxies with their caches on for CACHED_PATH and checks, before
+the runs and during each, that they answer it from their caches (see cache_check).
 """
 
 import argparse
@@ -41,13 +44,22 @@ RINGWAY = os.path.join(REPO, "target", "release", "ringway")
 
 PROXIES = ["ringway", "nginx", "haproxy"]
 LABEL = {"ringway": "ringway", "nginx": "nginx", "haproxy": "HAProxy"}
-ALL_SCENARIOS = ["small", "churn", "large", "post", "idle", "lowconc", "autocannon", "failover"]
+ALL_SCENARIOS = ["small", "churn", "large", "post", "cache-hit", "idle", "lowconc", "autocannon", "failover"]
 SCENARIO_ALIASES = {"lowconc": ["lowconc-1", "lowconc-8"]}
 
 SMALL_BODY = "hello world\n"  # 12 bytes
 LARGE_SIZE = 1024 * 1024
 POST_SIZE = 16 * 1024
 UPLOAD_SIZE = 1024 * 1024
+# The cache-hit scenario's path: the origin answers it with SMALL_BODY and `Cache-Control:
+# max-age=3600`, and only in that scenario does each proxy cache it (see the configs below).
+CACHED_PATH = "/cached"
+# The header each proxy marks a cache hit with (value HIT): ringway's own, an add_header of
+# $upstream_cache_status for nginx, a set-header on res.cache_hit for HAProxy.
+CACHE_HEADER = {"ringway": "x-cache", "nginx": "x-cache-status", "haproxy": "x-cache-status"}
+# cache-hit targets (the cache issue): (metric, other proxy, ringway/other must be, bound).
+CACHE_HIT_TARGETS = [("req/s", "nginx", ">=", 1.5), ("req/s", "haproxy", ">=", 1.2),
+                     ("CPU µs/req", "nginx", "<=", 0.6)]
 
 # name -> (path, connections, extra wrk args, headline metric)
 WRK_SCENARIOS = {
@@ -55,6 +67,7 @@ WRK_SCENARIOS = {
     "churn": ("/", 64, ["-H", "Connection: close"], "rps"),
     "large": ("/static/1m.bin", 16, [], "bps"),
     "post": ("/post", 64, ["-s", "{workdir}/post.lua"], "rps"),
+    "cache-hit": (CACHED_PATH, 64, [], "rps"),
     "lowconc-1": ("/", 1, [], "rps"),
     "lowconc-8": ("/", 8, [], "rps"),
     # Not in the default set: a body too big to buffer, so every proxy streams it.
@@ -65,6 +78,7 @@ DESCRIPTION = {
     "churn": "GET, 12-byte body, 64 connections, `Connection: close` on every request",
     "large": "GET, 1 MiB body, 16 keep-alive connections (headline metric: bytes/s)",
     "post": "POST, 16 KiB body, 64 keep-alive connections",
+    "cache-hit": f"GET {CACHED_PATH}, 12-byte body served from each proxy's own cache, 64 keep-alive connections",
     "lowconc-1": "GET, 12-byte body, 1 keep-alive connection",
     "lowconc-8": "GET, 12-byte body, 8 keep-alive connections",
     "idle": "idle keep-alive client connections, RSS growth per connection",
@@ -221,6 +235,14 @@ def proc_children(pid):
         if int(fields[1]) == pid:
             kids.append(int(d))
     return sorted(kids)
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def cpu_ticks(pids):
@@ -514,6 +536,11 @@ def origin_config(workdir, port, nofile, name="origin"):
         location = /nginx_status {{
             stub_status;
         }}
+        # The cache-hit scenario: the same 12 bytes, cacheable for an hour.
+        location = {CACHED_PATH} {{
+            add_header Cache-Control "max-age=3600";
+            return 200 "{SMALL_BODY.strip()}\\n";
+        }}
         # Everything else, GET or POST (a POST body is read and discarded): 12 bytes.
         location / {{
             return 200 "{SMALL_BODY.strip()}\\n";
@@ -523,7 +550,7 @@ def origin_config(workdir, port, nofile, name="origin"):
 """
 
 
-def nginx_proxy_config(workdir, port, up_ports, nofile, failover=False):
+def nginx_proxy_config(workdir, port, up_ports, nofile, failover=False, cache=False):
     d, head = nginx_common(workdir, "nginx", nofile, 20000)
     # nginx open source has no active health checks: in the failover scenario only passive ones
     # (one failure takes a server out for 2 s) and retries on errors and 502s (at most 2 retries).
@@ -531,6 +558,30 @@ def nginx_proxy_config(workdir, port, up_ports, nofile, failover=False):
     servers = "\n".join(f"        server 127.0.0.1:{p}{mark};" for p in up_ports)
     retry = ("\n            proxy_next_upstream error timeout http_502;"
              "\n            proxy_next_upstream_tries 3;") if failover else ""
+    proxy = f"""proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header Forwarded "for=$remote_addr;host=\\"$http_host\\";proto=$scheme";
+            proxy_set_header Via "1.1 nginx";
+            proxy_connect_timeout 3s;{retry}
+            add_header Via "1.1 nginx" always;"""
+    # cache-hit only: an on-disk cache (the worker reads hits through the page cache) for the
+    # cached path, the rest as above. add_header in a location replaces the server's, hence
+    # the repeated Via line in `proxy`.
+    cache_path = (f"\n    proxy_cache_path {workdir}/nginx-cache levels=1:2 keys_zone=rwcache:10m max_size=256m "
+                  "inactive=60m use_temp_path=off;") if cache else ""
+    cache_location = f"""
+        location {CACHED_PATH} {{
+            {proxy}
+            proxy_cache rwcache;
+            proxy_cache_valid 200 1h;
+            proxy_cache_lock on;
+            add_header X-Cache-Status $upstream_cache_status always;
+        }}""" if cache else ""
     return d, head + f"""http {{
     access_log off;
     keepalive_timeout 60s;
@@ -544,7 +595,7 @@ def nginx_proxy_config(workdir, port, up_ports, nofile, failover=False):
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
+    scgi_temp_path {d}/scgi;{cache_path}
     upstream up {{
 {servers}
         keepalive 64;
@@ -554,24 +605,14 @@ def nginx_proxy_config(workdir, port, up_ports, nofile, failover=False):
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location / {{
-            proxy_pass http://up;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
-            proxy_set_header Forwarded "for=$remote_addr;host=\\"$http_host\\";proto=$scheme";
-            proxy_set_header Via "1.1 nginx";
-            proxy_connect_timeout 3s;{retry}
-            add_header Via "1.1 nginx" always;
-        }}
+            {proxy}
+        }}{cache_location}
     }}
 }}
 """
 
 
-def haproxy_config(workdir, port, up_ports, maxconn, failover=False):
+def haproxy_config(workdir, port, up_ports, maxconn, failover=False, cache=False):
     d = os.path.join(workdir, "haproxy")
     os.makedirs(d, exist_ok=True)
     check = " check inter 200ms fall 2 rise 2" if failover else ""
@@ -581,6 +622,21 @@ def haproxy_config(workdir, port, up_ports, maxconn, failover=False):
     # is conn-failure only; ringway's default retry_on is connect, timeout, reset).
     backend = ("    balance roundrobin\n    option httpchk GET /health\n    retries 2\n    option redispatch\n"
                "    retry-on conn-failure empty-response response-timeout\n") if failover else ""
+    # cache-hit only: the cached path goes to a backend with the same servers and an in-memory
+    # cache; HAProxy has no cache status header of its own, so it sets one on hits (res.cache_hit).
+    use_cached = f"    use_backend cached if {{ path_beg {CACHED_PATH} }}\n" if cache else ""
+    cached = f"""
+backend cached
+    http-request cache-use rwcache
+    http-response cache-store rwcache
+    http-response set-header X-Cache-Status HIT if {{ res.cache_hit }}
+{servers}
+
+cache rwcache
+    total-max-size 256
+    max-object-size 1048576
+    max-age 3600
+""" if cache else ""
     return d, f"""# generated by loadtest/compare.py
 global
     nbthread 1
@@ -607,14 +663,14 @@ frontend fe
     http-request set-header Forwarded "for=%[src];host=\\"%[req.hdr(host)]\\";proto=http"
     http-request add-header Via "1.1 haproxy"
     http-response add-header Via "1.1 haproxy"
-    default_backend up
+{use_cached}    default_backend up
 
 backend up
 {backend}{servers}
-"""
+{cached}"""
 
 
-def ringway_config(workdir, port, up_ports, failover=False):
+def ringway_config(workdir, port, up_ports, failover=False, cache=False):
     d = os.path.join(workdir, "ringway")
     os.makedirs(d, exist_ok=True)
     servers = ", ".join(f'"127.0.0.1:{p}"' for p in up_ports)
@@ -622,6 +678,9 @@ def ringway_config(workdir, port, up_ports, failover=False):
     # stay at their defaults (max_fails 1, retries 2, retry_on connect/timeout/reset).
     health = ("\n[upstreams.up.health]\npath = \"/health\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\n"
               "fall = 2\nrise = 2\n") if failover else ""
+    # cache-hit only: a route that caches, before the catch-all, and the cache's size.
+    cache_route = (f'\n[cache]\nmax_bytes = "256MiB"\n\n[[routes]]\npath_prefix = "{CACHED_PATH}"\n'
+                   'upstream = "up"\ncache = true\n') if cache else ""
     return d, f"""# generated by loadtest/compare.py
 [server]
 listen = "127.0.0.1:{port}"
@@ -634,7 +693,7 @@ servers = [{servers}]
 keepalive = 64
 keepalive_timeout = "60s"
 connect_timeout = "3s"
-{health}
+{health}{cache_route}
 [[routes]]
 path_prefix = "/"
 upstream = "up"
@@ -795,6 +854,7 @@ class Harness:
         self.results = {}  # scenario -> proxy -> [run dict]
         self.idle = {}  # proxy -> [idle dict]
         self.echo = {}  # proxy -> echo body seen by the origin
+        self.cache_seen = {}  # proxy -> what the cache-hit check saw
         base = args.base_port
         self.port = {"origin": base, "ringway": base + 1, "nginx": base + 2, "haproxy": base + 3,
                      "origin2": base + 4, "origin3": base + 5, "dead": base + 9}
@@ -984,14 +1044,14 @@ class Harness:
         if r.returncode != 0:
             raise HarnessError(f"{what} config {path} is invalid:\n{r.stdout}{r.stderr}")
 
-    def start_proxy(self, name, up_ports=None, failover=False):
+    def start_proxy(self, name, up_ports=None, failover=False, cache=False):
         if up_ports is None:
             up_ports = [self.port["dead"] if self.args.dead_upstream == name else self.port["origin"]]
         up = up_ports
         port = self.port[name]
         taskset = [self.bin["taskset"], "-c", str(self.args.proxy_cpu)]
         if name == "ringway":
-            d, conf = ringway_config(self.workdir, port, up, failover)
+            d, conf = ringway_config(self.workdir, port, up, failover, cache)
             path = os.path.join(d, "ringway.toml")
             with open(path, "w") as f:
                 f.write(conf)
@@ -1000,14 +1060,14 @@ class Harness:
                 raise HarnessError(f"ringway check -c {path} failed:\n{r.stdout}{r.stderr}")
             argv = taskset + [self.bin["ringway"], "run", "-c", path, "--workers", "1"]
         elif name == "nginx":
-            d, conf = nginx_proxy_config(self.workdir, port, up, self.nofile, failover)
+            d, conf = nginx_proxy_config(self.workdir, port, up, self.nofile, failover, cache)
             path = os.path.join(d, "nginx.conf")
             with open(path, "w") as f:
                 f.write(conf)
             argv = taskset + [self.bin["nginx"], "-p", d, "-c", path, "-e", os.path.join(d, "error.log")]
             self.nginx_test(argv, path, os.path.join(d, "stdout.log"), "proxy nginx")
         else:
-            d, conf = haproxy_config(self.workdir, port, up, self.args.haproxy_maxconn, failover)
+            d, conf = haproxy_config(self.workdir, port, up, self.args.haproxy_maxconn, failover, cache)
             path = os.path.join(d, "haproxy.cfg")
             with open(path, "w") as f:
                 f.write(conf)
@@ -1046,7 +1106,9 @@ class Harness:
         """(pids whose CPU is counted, pid whose RSS is read) for a running proxy."""
         p = self.running[name]
         if name == "nginx":
-            workers = proc_children(p.pid)
+            # Workers only: with a cache, the master also runs a cache manager and a cache
+            # loader (which exits a minute after start-up).
+            workers = [c for c in proc_children(p.pid) if "worker process" in cmdline(c)]
             if not workers:
                 raise HarnessError("nginx proxy has no worker process")
             return workers, workers[0]
@@ -1077,6 +1139,40 @@ class Harness:
             problems.append("origin saw no X-Forwarded-For: 127.0.0.1")
         return "; ".join(problems) or None
 
+    # ---- cache-hit: two GETs through each proxy, the second must come from its cache
+
+    def cache_check(self, name):
+        """None if two GETs of CACHED_PATH through the proxy made the origin serve it once and
+        the second response carries the proxy's hit mark; else what went wrong."""
+        port, origin = self.port[name], self.port["origin"]
+        # The Host wrk sends, so that the entry is the one the measured requests hit.
+        req = f"GET {CACHED_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        before = stub_requests(origin)
+        seen = []
+        for _ in range(2):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    s.settimeout(5)
+                    s.sendall(req)
+                    status, headers, body = read_response(s)
+            except (OSError, ValueError, IndexError) as e:
+                return f"GET {CACHED_PATH} failed: {e or type(e).__name__}"
+            if status != 200 or body != SMALL_BODY.encode():
+                return f"GET {CACHED_PATH}: status {status}, body {body[:40]!r}"
+            seen.append(headers.get(CACHE_HEADER[name], "(none)"))
+        after = stub_requests(origin)
+        fetched = after - before - 1 if before is not None and after is not None else None
+        self.cache_seen[name] = (f"{CACHE_HEADER[name]}: {seen[0]}, then {seen[1]}; "
+                                 f"origin fetches: {'?' if fetched is None else fetched}")
+        problems = []
+        if seen[1] != "HIT":
+            problems.append(f"second response has {CACHE_HEADER[name]}: {seen[1]} (first: {seen[0]}), not HIT")
+        if fetched is None:
+            problems.append("could not read the origin's request counter")
+        elif fetched != 1:
+            problems.append(f"the origin served {fetched} of the 2 requests, not 1")
+        return "; ".join(problems) or None
+
     # ---- wrk
 
     def wrk(self, scenario, name, seconds, record=True):
@@ -1086,11 +1182,14 @@ class Harness:
         argv = [self.bin["taskset"], "-c", str(self.args.load_cpu), self.bin["wrk"], "-t1", f"-c{conns}",
                 f"-d{seconds}s", "--latency", "--timeout", "5s"] + extra + [url]
         cpu_pids, rss_pid = self.measured_pids(name)
+        cached = scenario == "cache-hit"
+        origin0 = stub_requests(self.port["origin"]) if cached else None
         snap = self.snapshot(cpu_pids)
         t0 = snap["proxy"]
         rc, out, err = self.procs.run("wrk", argv, timeout=seconds + 60)
         t1 = cpu_ticks(cpu_pids) if self.alive(name) else None
         noise = self.noise(snap, cpu_pids, t1 is not None)
+        origin1 = stub_requests(self.port["origin"]) if cached else None
         r = parse_wrk(out)
         r["raw"] = out + err
         r["rc"] = rc
@@ -1102,6 +1201,15 @@ class Harness:
         if not r["requests"]:
             r["p50"] = r["p99"] = r["bps"] = None
         r["problems"] = self.problems(r, name)
+        if cached:
+            # What the origin served during the run (its stub_status counter counts the second
+            # read itself): a proxy answering from its cache sends it nothing.
+            r["origin_reqs"] = origin1 - origin0 - 1 if origin0 is not None and origin1 is not None else None
+            if r["origin_reqs"] is None:
+                r["problems"].append("could not read the origin's request counter")
+            elif r["requests"] and r["origin_reqs"] > r["requests"] // 100:
+                r["problems"].append(f"NOT SERVED FROM CACHE: the origin served {r['origin_reqs']:,} of "
+                                     f"{r['requests']:,} requests during the run")
         if record:
             with open(os.path.join(self.workdir, "wrk.log"), "a") as f:
                 f.write(f"==== {scenario} {name}: {' '.join(argv)}\n{out}{err}\n")
@@ -1182,11 +1290,20 @@ class Harness:
         a = self.args
         log(f"\n== {scenario}: {DESCRIPTION[scenario]}")
         self.start_origin()
+        cache = scenario == "cache-hit"
+        not_cached = {}  # proxy -> why its cache-hit numbers do not count
         for name in PROXIES:
-            self.start_proxy(name)
+            self.start_proxy(name, cache=cache)
             bad = self.sanity(name)
             if bad:
                 self.fail(scenario, name, f"sanity check through /echo: {bad}")
+            if cache:
+                bad = self.cache_check(name)
+                if bad:
+                    not_cached[name] = f"NOT SERVING FROM ITS CACHE ({bad}): its numbers measure something else"
+                    warn(f"cache-hit: {LABEL[name]} is {not_cached[name]}")
+                else:
+                    log(f"   {LABEL[name]} serves {CACHED_PATH} from its cache ({self.cache_seen[name]})")
         runs = {name: [] for name in PROXIES}
         order = list(PROXIES)
         log(f"   warm-up round ({a.warmup}s each)")
@@ -1203,16 +1320,19 @@ class Harness:
                 busy = self.between_rounds()
                 r = self.wrk(scenario, name, a.duration)
                 r["busy_before"] = busy
+                if name in not_cached:
+                    r["problems"].insert(0, not_cached[name])
                 runs[name].append(r)
                 status = "ok" if not r["problems"] else "FAIL: " + "; ".join(r["problems"])
                 noise = ""
                 for key, cpu in (("foreign", a.proxy_cpu), ("foreign_load", a.load_cpu)):
                     if r[key] is not None and r[key] > NOISY_PCT:
                         noise += f"  [other work took {r[key]:.0f}% of CPU {cpu}]"
+                origin = f"  origin {fmt_num(r['origin_reqs'])} req" if cache else ""
                 log(f"   round {rnd + 1}/{a.rounds} {LABEL[name]:8} {fmt_num(r['rps']):>10} req/s  "
                     f"{fmt_bytes(r['bps'])}/s  p99 {fmt_ms(r['p99'])}  "
                     f"cpu {fmt_num(r['cpu_us'], 1)} µs/req  busy CPU {a.proxy_cpu}/{a.load_cpu} "
-                    f"{fmt_pct(r.get('busy'))}/{fmt_pct(r.get('busy_load'))}  {status}{noise}")
+                    f"{fmt_pct(r.get('busy'))}/{fmt_pct(r.get('busy_load'))}{origin}  {status}{noise}")
                 if r["problems"]:
                     self.fail(scenario, name, f"round {rnd + 1}: " + "; ".join(r["problems"]))
         self.stop_scenario()
@@ -1793,6 +1913,7 @@ def build_report(h, machine, args, scenarios, elapsed):
             d = f"**{dist} of {len(runs)}**" if dist else (f"0 of {len(runs)}" if runs else "—")
             L.append(f"| {s} | {metric} | {fmt_ratio(rn)} | {fmt_ratio(rh)} | {d} |")
         L.append("")
+        L.extend(cache_hit_targets(h, rows))
 
     if h.echo:
         L.append("## What the origin saw (one request to /echo through each proxy)")
@@ -1824,6 +1945,25 @@ def build_report(h, machine, args, scenarios, elapsed):
         L.append("None: every response was 2xx/3xx, no socket errors, no proxy died.")
     L.append("")
     return "\n".join(L)
+
+
+def cache_hit_targets(h, rows):
+    """The cache-hit scenario's ratios against the targets the cache issue set."""
+    got = {(metric, "nginx"): rn for s, metric, rn, _, _ in rows if s == "cache-hit"}
+    got.update({(metric, "haproxy"): rh for s, metric, _, rh, _ in rows if s == "cache-hit"})
+    if not got:
+        return []
+    L = ["### cache-hit targets", "",
+         "The check before the runs (two GETs through each proxy, the second must be a hit): "
+         + "; ".join(f"{LABEL[n]} {h.cache_seen[n]}" for n in PROXIES if n in h.cache_seen) + ".", "",
+         "| target | ringway ÷ other | met |", "|---|---:|---|"]
+    for metric, other, op, bound in CACHE_HIT_TARGETS:
+        v = got.get((metric, other))
+        met = "— (no valid ratio)" if v is None else (
+            "yes" if (v >= bound if op == ">=" else v <= bound) else "**no**")
+        L.append(f"| {metric} ringway ÷ {LABEL[other]} {op} {bound} | {fmt_ratio(v)} | {met} |")
+    L.append("")
+    return L
 
 
 def self_ok(r):

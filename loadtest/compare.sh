@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ringway vs nginx vs HAProxy, as reverse proxies on this machine. See loadtest/README.md.
 #
-#   loadtest/compare.sh                          # all scenarios, 3 x 5 s rounds (about 7 minutes)
+#   loadtest/compare.sh                          # all scenarios, 3 x 5 s rounds (8-9 minutes)
 #   loadtest/compare.sh small post               # some scenarios
 #   loadtest/compare.sh --duration 1 --rounds 1  # smoke run (about a minute)
 #   loadtest/compare.sh --help

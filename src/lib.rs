@@ -6,10 +6,11 @@
 //!              (SIGHUP: reload; SIGTERM/SIGINT: drain, exit 0; a dead worker: exit 70)
 //! control thread: reload (config → Snapshot with stable server ids), active health
 //!              checks, the one health state machine per server; never on a worker core
-//! workers (one per core, pinned): accept → proxy/: head → route → balance → pool
+//! workers (one per core, pinned): accept → proxy/: head → route → (cache) → balance → pool
 //!              → upstream → stream back; each request runs on one snapshot generation
 //! bus: the only cross-core path: Snapshot, ServerDown, Health, Listen, Drain to every
-//!      worker (one crossbeam inbox each, drained every tick); Reports to control
+//!      worker (one crossbeam inbox each, drained every tick); cache inserts, evictions
+//!      and purges (a second inbox, also read before a miss); Reports to control
 //! ```
 //!
 //! Modules, one noun each:

@@ -24,24 +24,33 @@ pub struct Facts {
     pub conditional: bool,
 }
 
-/// Reads the facts from parsed header fields.
+/// Reads the facts from parsed header fields, in one pass (this runs on every request
+/// of a route that caches).
 pub fn facts(headers: &[httparse::Header<'_>]) -> Facts {
-    let is = |h: &httparse::Header<'_>, name: &str| h.name.eq_ignore_ascii_case(name);
-    let cache_control = headers
-        .iter()
-        .filter(|h| is(h, "cache-control"))
-        .map(|h| h.value);
-    let pragma_no_cache = headers.iter().any(|h| {
-        is(h, "pragma")
-            && crate::http::list_items(h.value).any(|t| t.eq_ignore_ascii_case(b"no-cache"))
-    });
-    Facts {
-        directives: RequestDirectives::parse(cache_control, pragma_no_cache),
-        authorization: headers.iter().any(|h| is(h, "authorization")),
-        conditional: headers
-            .iter()
-            .any(|h| is(h, "if-none-match") || is(h, "if-modified-since")),
+    let mut facts = Facts::default();
+    let (mut cache_control, mut pragma_no_cache) = (false, false);
+    for h in headers {
+        let is = |name: &str| h.name.eq_ignore_ascii_case(name);
+        match h.name.len() {
+            6 if is("pragma") => {
+                pragma_no_cache |=
+                    crate::http::list_items(h.value).any(|t| t.eq_ignore_ascii_case(b"no-cache"));
+            }
+            13 if is("cache-control") => cache_control = true,
+            13 if is("authorization") => facts.authorization = true,
+            13 if is("if-none-match") => facts.conditional = true,
+            17 if is("if-modified-since") => facts.conditional = true,
+            _ => {}
+        }
     }
+    if cache_control || pragma_no_cache {
+        let values = headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cache-control"))
+            .map(|h| h.value);
+        facts.directives = RequestDirectives::parse(values, pragma_no_cache);
+    }
+    facts
 }
 
 /// What a key is built from.
@@ -184,12 +193,19 @@ fn cookie<'a>(headers: &'a [httparse::Header<'a>], name: &str) -> Option<&'a [u8
 
 /// The values of header `name` in a raw, validated request head, trimmed.
 pub fn values<'a>(head: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-    head.split(|&b| b == b'\n').skip(1).filter_map(move |line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let colon = line.iter().position(|&b| b == b':')?;
-        line[..colon]
-            .eq_ignore_ascii_case(name.as_bytes())
-            .then(|| trim(&line[colon + 1..]))
+    let name = name.as_bytes();
+    // Lines start after each LF; the first line is the request line.
+    memchr::memchr_iter(b'\n', head).filter_map(move |nl| {
+        let line = &head[nl + 1..];
+        // Most lines fail on their first bytes: compare the name before finding the end.
+        let prefix = line.get(..name.len())?;
+        if !prefix.eq_ignore_ascii_case(name) || line.get(name.len()) != Some(&b':') {
+            return None;
+        }
+        let rest = &line[name.len() + 1..];
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let value = &rest[..end];
+        Some(trim(value.strip_suffix(b"\r").unwrap_or(value)))
     })
 }
 

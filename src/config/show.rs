@@ -37,6 +37,19 @@ pub fn to_json(config: &Config) -> Value {
         "upstreams": upstreams,
         "routes": config.routes.iter().map(|r| route(r, config)).collect::<Vec<_>>(),
         "admin": config.admin.as_ref().map(admin),
+        "cache": cache(&config.cache),
+    })
+}
+
+fn cache(c: &super::CacheConfig) -> Value {
+    json!({
+        "max_bytes": c.max_bytes,
+        "max_object_bytes": c.max_object_bytes,
+        "default_ttl": duration(c.default_ttl),
+        "key": c.key.iter().map(super::KeyPart::text).collect::<Vec<_>>(),
+        "stale_while_revalidate": duration(c.stale_while_revalidate),
+        "stale_if_error": duration(c.stale_if_error),
+        "lock_timeout": duration(c.lock_timeout),
     })
 }
 
@@ -194,6 +207,16 @@ fn route(r: &Route, config: &Config) -> Value {
     }
     out.insert("request_headers".into(), edits(&r.request_headers));
     out.insert("response_headers".into(), edits(&r.response_headers));
+    if let Some(c) = &r.cache {
+        out.insert(
+            "cache".into(),
+            json!({
+                "default_ttl": duration(c.default_ttl),
+                "key": c.key.iter().map(super::KeyPart::text).collect::<Vec<_>>(),
+                "allow_set_cookie": c.allow_set_cookie,
+            }),
+        );
+    }
     Value::Object(out)
 }
 
