@@ -69,5 +69,6 @@ pub mod shard;
 pub mod signals;
 pub mod snapshot;
 pub mod timer;
+pub mod tls;
 pub mod upstream;
 pub mod worker;

@@ -116,6 +116,7 @@ mod tests {
         let listen = Listen {
             addr: "127.0.0.1:0".parse().unwrap(),
             all_interfaces: false,
+            tls: false,
         };
         let b = bind(listen, 3).unwrap();
         assert_ne!(b.addr.port(), 0);
@@ -131,6 +132,7 @@ mod tests {
         let listen = Listen {
             addr: taken.local_addr().unwrap(),
             all_interfaces: false,
+            tls: false,
         };
         let e = bind(listen, 1).unwrap_err();
         assert!(e.to_string().contains(&listen.addr.to_string()), "{e}");

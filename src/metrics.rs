@@ -266,6 +266,8 @@ pub struct ServerStats {
 /// What one worker reports when scraped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerStats {
+    /// Its TLS handshakes and tunnels.
+    pub conns: ConnCounts,
     /// Worker index.
     pub worker: usize,
     /// The I/O driver it runs on.
@@ -283,6 +285,32 @@ pub struct WorkerStats {
     /// Entries in its cache index, and their bytes (each worker indexes every entry;
     /// the bytes are shared, counted here per index).
     pub cache_index: (usize, usize),
+}
+
+/// A worker's connection-level counters (kept whether or not metrics are on: they
+/// cost one add per connection, not per request).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnCounts {
+    /// TLS handshakes completed.
+    pub tls_ok: u64,
+    /// TLS handshakes that failed or timed out (the client was closed).
+    pub tls_failed: u64,
+    /// Upgrade tunnels open now.
+    pub tunnels_open: u64,
+    /// Upgrade tunnels opened since start.
+    pub tunnels_total: u64,
+}
+
+impl ConnCounts {
+    /// The sum of `all`.
+    pub fn sum(all: &[WorkerStats]) -> ConnCounts {
+        all.iter().fold(ConnCounts::default(), |a, w| ConnCounts {
+            tls_ok: a.tls_ok + w.conns.tls_ok,
+            tls_failed: a.tls_failed + w.conns.tls_failed,
+            tunnels_open: a.tunnels_open + w.conns.tunnels_open,
+            tunnels_total: a.tunnels_total + w.conns.tunnels_total,
+        })
+    }
 }
 
 impl WorkerStats {

@@ -127,7 +127,8 @@ pub fn start_with(config: Config, options: Options) -> Result<Running, StartErro
     let access = AccessLog::start(sink)
         .map_err(|e| StartError::Runtime(format!("cannot start the access log thread: {e}")))?;
     let mut registry = Registry::new();
-    let snapshot = Arc::new(Snapshot::build(&config, 1, &mut registry));
+    let listening: Vec<_> = bound.iter().map(|b| (b.listen, b.addr)).collect();
+    let snapshot = Arc::new(Snapshot::build(&config, 1, &mut registry).with_listeners(&listening));
     let (bus, inboxes, reports) = Bus::new(workers);
     let (events_tx, events) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -136,7 +137,6 @@ pub fn start_with(config: Config, options: Options) -> Result<Running, StartErro
         .iter()
         .map(|b| (b.listen.to_string(), b.addr, b.note))
         .collect();
-    let listening = bound.iter().map(|b| (b.listen, b.addr)).collect();
     let mut per_worker: Vec<Vec<std::net::TcpListener>> =
         (0..workers).map(|_| Vec::new()).collect();
     for b in bound {

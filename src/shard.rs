@@ -138,6 +138,8 @@ pub struct Shard {
     date_secs: Cell<u64>,
     /// Client connections open on this worker.
     open: Cell<u32>,
+    /// TLS handshakes and tunnels (see `metrics::ConnCounts`).
+    conn_counts: Cell<crate::metrics::ConnCounts>,
     /// A graceful drain started: finish requests, close connections after them.
     draining: Cell<bool>,
     /// Counters of generations this worker ran before, by label.
@@ -194,6 +196,7 @@ impl Shard {
             date: Cell::new(date::format(secs)),
             date_secs: Cell::new(secs),
             open: Cell::new(0),
+            conn_counts: Cell::new(crate::metrics::ConnCounts::default()),
             draining: Cell::new(false),
             carried: RefCell::new(Totals::default()),
             replaced: RefCell::new(Vec::new()),
@@ -505,6 +508,29 @@ impl Shard {
         self.open.set(self.open.get() + 1);
     }
 
+    /// A TLS handshake ended: completed (`ok`) or failed.
+    pub fn tls_handshake(&self, ok: bool) {
+        let mut c = self.conn_counts.get();
+        if ok {
+            c.tls_ok += 1;
+        } else {
+            c.tls_failed += 1;
+        }
+        self.conn_counts.set(c);
+    }
+
+    /// An Upgrade tunnel opened (`true`) or closed.
+    pub fn tunnel(&self, opened: bool) {
+        let mut c = self.conn_counts.get();
+        if opened {
+            c.tunnels_open += 1;
+            c.tunnels_total += 1;
+        } else {
+            c.tunnels_open = c.tunnels_open.saturating_sub(1);
+        }
+        self.conn_counts.set(c);
+    }
+
     /// A client connection closed.
     pub fn conn_closed(&self) {
         self.open.set(self.open.get().saturating_sub(1));
@@ -566,6 +592,7 @@ impl Shard {
         totals.bytes_in += self.bytes_in.get();
         totals.bytes_out += self.bytes_out.get();
         crate::metrics::WorkerStats {
+            conns: self.conn_counts.get(),
             worker: self.id,
             driver,
             generation: current.snap.generation,

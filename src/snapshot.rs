@@ -7,10 +7,11 @@
 //! stable [`ServerId`] from the [`Registry`], so per-worker state survives the swap.
 
 use crate::balance::Group;
-use crate::config::{Config, ServerConfig, UpstreamId};
+use crate::config::{Config, Listen, ServerConfig, UpstreamId};
 use crate::route::Router;
 use crate::upstream::{Registry, ServerId};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// One config generation, ready to run.
 #[derive(Debug)]
@@ -37,6 +38,22 @@ pub struct Snapshot {
     pub route_labels: Vec<String>,
     /// `[cache]`: limits and defaults of the response cache.
     pub cache: crate::config::CacheConfig,
+    /// What each bound listener does beyond plain HTTP (see [`Snapshot::with_listeners`]).
+    pub listeners: Vec<ListenerRole>,
+    /// The port of the first TLS listener, for `redirect_https`.
+    pub https_port: Option<u16>,
+}
+
+/// A bound listener's role in one generation: looked up at each accept, so a reload
+/// changes certificates (or turns TLS on or off) without rebinding.
+#[derive(Debug, Clone)]
+pub struct ListenerRole {
+    /// The bound address (real port).
+    pub addr: SocketAddr,
+    /// Handshakes use this; `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Every request is answered 308 to `https://` (`[server] redirect_https`).
+    pub redirect_https: bool,
 }
 
 impl Snapshot {
@@ -77,7 +94,33 @@ impl Snapshot {
                 .chain(std::iter::once("none".to_string()))
                 .collect(),
             cache: config.cache.clone(),
+            listeners: Vec::new(),
+            https_port: None,
         }
+    }
+
+    /// Sets each bound listener's role from the config's listen entries; `listening`
+    /// pairs each entry with its bound address.
+    pub fn with_listeners(mut self, listening: &[(Listen, SocketAddr)]) -> Snapshot {
+        self.listeners = listening
+            .iter()
+            .map(|(l, addr)| ListenerRole {
+                addr: *addr,
+                tls: self.server.tls_of(l).map(|t| t.config.clone()),
+                redirect_https: self.server.redirect_https == Some(*l),
+            })
+            .collect();
+        self.https_port = self
+            .listeners
+            .iter()
+            .find(|r| r.tls.is_some())
+            .map(|r| r.addr.port());
+        self
+    }
+
+    /// The role of the listener bound at `addr` (plain HTTP when unknown).
+    pub fn listener(&self, addr: SocketAddr) -> Option<&ListenerRole> {
+        self.listeners.iter().find(|r| r.addr == addr)
     }
 
     /// Group names in group order, for metrics labels.

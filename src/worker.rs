@@ -4,7 +4,7 @@
 //! listener changes, drain). The per-core state the connections share is the `Shard`.
 
 use crate::bus::{Bus, Inbox, Update};
-use crate::client::{ClientStream, ConnFacts, Listener, Scheme};
+use crate::client::{ClientStream, ConnFacts, Listener};
 use crate::proxy;
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
@@ -140,7 +140,6 @@ impl Listeners {
         let info = Rc::new(Listener {
             shard: shard.clone(),
             addr,
-            scheme: Scheme::Http,
         });
         let (handle, stopped) = (accepting.canceller.handle(), accepting.stopped.clone());
         let running = Running::new(self.running.clone());
@@ -297,8 +296,17 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 last_error = None;
                 // TCP_NODELAY is inherited from the listener (see `listen`).
+                let gen = info.shard.generation();
+                let Some(role) = gen.snap().listener(info.addr) else {
+                    // Not in the current generation: a reload is removing this
+                    // listener (its accept loop stops at the next tick).
+                    continue;
+                };
                 let facts = ConnFacts::new(peer, info.clone());
-                monoio::spawn(proxy::serve(ClientStream::Plain(stream), facts));
+                match &role.tls {
+                    None => monoio::spawn(proxy::serve(ClientStream::Plain(stream), facts)),
+                    Some(config) => monoio::spawn(proxy::serve_tls(stream, config.clone(), facts)),
+                };
             }
             Err(_) if stopped.get() => break,
             Err(e) => {

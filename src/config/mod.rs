@@ -19,7 +19,7 @@ pub use routes::{HostMatch, NamePart, NameTemplate, PathMatch, Route, Target, Va
 pub use upstream::{Balance, HashKey, HealthCheck, RetryOn, Server, Upstream};
 
 use crate::error::ErrorFormat;
-use raw::{OneOrMany, RawConfig};
+use raw::{OneOrMany, RawConfig, RawListen};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
@@ -131,6 +131,9 @@ pub struct Listen {
     /// Written as `:port`: all interfaces, IPv6 and IPv4 on one dual-stack socket
     /// (IPv4 only where the host has no IPv6). `addr` is then `[::]:port`.
     pub all_interfaces: bool,
+    /// It serves TLS (its certificates: `ServerConfig::tls`). Part of the entry's
+    /// identity: a reload that turns TLS on or off for an address rebinds it.
+    pub tls: bool,
 }
 
 impl std::fmt::Display for Listen {
@@ -170,6 +173,21 @@ pub struct ServerConfig {
     pub response_headers: HeaderEdits,
     /// Graceful drain limit: after SIGTERM, connections still open after this are cut.
     pub shutdown_timeout: Duration,
+    /// The TLS listen entries and their certificates (the others are plain HTTP).
+    pub tls: Vec<(Listen, crate::tls::ServerTls)>,
+    /// A plain listener whose requests are all answered 308 to `https://`.
+    pub redirect_https: Option<Listen>,
+    /// `Upgrade` protocols tunnelled after a 101 (lowercase; `websocket` by default).
+    pub upgrade_protocols: Vec<String>,
+    /// A tunnel with no traffic either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// The certificates of listen entry `l`, when it serves TLS.
+    pub fn tls_of(&self, l: &Listen) -> Option<&crate::tls::ServerTls> {
+        self.tls.iter().find(|(t, _)| t == l).map(|(_, c)| c)
+    }
 }
 
 /// Why a config was rejected; every variant names the file and, where it can, the key and line.
@@ -245,7 +263,15 @@ impl Config {
 
     /// One line describing what this config runs, for `ringway check` and the startup log.
     pub fn summary(&self) -> String {
-        let listen: Vec<String> = self.server.listen.iter().map(|a| a.to_string()).collect();
+        let listen: Vec<String> = self
+            .server
+            .listen
+            .iter()
+            .map(|a| match a.tls {
+                true => format!("{a} (tls)"),
+                false => a.to_string(),
+            })
+            .collect();
         format!(
             "listen {} | {} workers | {} upstreams, {} servers | {} routes",
             listen.join(", "),
@@ -382,6 +408,88 @@ impl Validator<'_> {
         Ok(n as usize)
     }
 
+    /// A path from the config, relative to the config file's directory.
+    pub(super) fn path(&self, p: &str) -> std::path::PathBuf {
+        let p = Path::new(p);
+        let origin = Path::new(self.origin);
+        match origin.parent() {
+            Some(dir) if p.is_relative() && origin.is_file() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+
+    /// A listen entry's `tls`, its certificates loaded and checked.
+    fn listen_tls(
+        &self,
+        raw: raw::RawTls,
+        addr: &str,
+        span: std::ops::Range<usize>,
+    ) -> Result<crate::tls::ServerTls, ConfigError> {
+        let files = match (raw.cert, raw.key, raw.certs) {
+            (Some(cert), Some(key), None) => vec![(cert, key)],
+            (None, None, Some(list)) if !list.is_empty() => {
+                list.into_iter().map(|p| (p.cert, p.key)).collect()
+            }
+            _ => {
+                return self.err(
+                    span,
+                    "server.listen.tls".into(),
+                    format!("`{addr}`: give `cert` and `key`, or `certs = [{{ cert, key }}, ...]`"),
+                )
+            }
+        };
+        let files = files
+            .into_iter()
+            .map(|(cert, key)| crate::tls::CertFiles {
+                cert: self.path(&cert),
+                key: self.path(&key),
+            })
+            .collect();
+        crate::tls::ServerTls::load(files)
+            .or_else(|e| self.err(span, "server.listen.tls".into(), format!("`{addr}`: {e}")))
+    }
+
+    /// `redirect_https`: one of the plain listen entries, with a TLS one to send to.
+    fn redirect_https(
+        &self,
+        raw: &Spanned<String>,
+        listen: &[Listen],
+        tls: &[(Listen, crate::tls::ServerTls)],
+    ) -> Result<Listen, ConfigError> {
+        let key = || "server.redirect_https".to_string();
+        let text = raw.get_ref();
+        let wanted = match resolve(text) {
+            Ok(addr) => Listen {
+                addr,
+                all_interfaces: false,
+                tls: false,
+            },
+            Err(m) => match all_interfaces(text) {
+                Some(addr) => Listen {
+                    addr,
+                    all_interfaces: true,
+                    tls: false,
+                },
+                None => return self.err(raw.span(), key(), m),
+            },
+        };
+        if !listen.contains(&wanted) {
+            return self.err(
+                raw.span(),
+                key(),
+                format!("`{text}` is not a plain (non-TLS) entry of server.listen"),
+            );
+        }
+        if tls.is_empty() {
+            return self.err(
+                raw.span(),
+                key(),
+                "needs a TLS listener to redirect to".into(),
+            );
+        }
+        Ok(wanted)
+    }
+
     fn count(&self, v: &Spanned<i64>, key: &str, max: i64) -> Result<usize, ConfigError> {
         self.in_range(v, key, 0, max)
     }
@@ -405,16 +513,25 @@ impl Validator<'_> {
             );
         }
         let mut listen: Vec<Listen> = Vec::new();
-        for a in &listen_strs {
+        let mut tls = Vec::new();
+        for raw_entry in listen_strs {
+            let (a, raw_tls) = match raw_entry {
+                RawListen::Addr(a) => (a, None),
+                RawListen::Table(t) => (t.addr, t.tls),
+            };
+            let a = &a;
+            let tls_on = raw_tls.is_some();
             let entry = match resolve(a) {
                 Ok(addr) => Listen {
                     addr,
                     all_interfaces: false,
+                    tls: tls_on,
                 },
                 Err(m) => match all_interfaces(a) {
                     Some(addr) => Listen {
                         addr,
                         all_interfaces: true,
+                        tls: tls_on,
                     },
                     None => return self.err(listen_span, "server.listen".into(), m),
                 },
@@ -426,7 +543,38 @@ impl Validator<'_> {
                     format!("`{a}` is listed twice"),
                 );
             }
+            if let Some(t) = raw_tls {
+                tls.push((entry, self.listen_tls(t, a, listen_span.clone())?));
+            }
             listen.push(entry);
+        }
+        let redirect_https = match &s.redirect_https {
+            None => None,
+            Some(r) => Some(self.redirect_https(r, &listen, &tls)?),
+        };
+        let upgrade_protocols = match &s.upgrade_protocols {
+            None => vec!["websocket".to_string()],
+            Some(list) => {
+                let mut out = Vec::new();
+                for p in list.get_ref() {
+                    if p.is_empty() || !p.bytes().all(crate::http::is_token_byte) {
+                        return self.err(
+                            list.span(),
+                            "server.upgrade_protocols".into(),
+                            format!("`{p}` is not a protocol name (an HTTP token)"),
+                        );
+                    }
+                    out.push(p.to_ascii_lowercase());
+                }
+                out
+            }
+        };
+        if s.tunnel_idle_timeout.0.is_zero() {
+            return self.err(
+                0..0,
+                "server.tunnel_idle_timeout".into(),
+                "must be more than 0s".into(),
+            );
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers = match &s.workers {
@@ -476,6 +624,10 @@ impl Validator<'_> {
             request_headers: self.edits(s.request_headers, "server.request_headers", false)?,
             response_headers: self.edits(s.response_headers, "server.response_headers", true)?,
             shutdown_timeout: s.shutdown_timeout.0,
+            tls,
+            redirect_https,
+            upgrade_protocols,
+            tunnel_idle_timeout: s.tunnel_idle_timeout.0,
         };
 
         let mut upstreams = Vec::new();

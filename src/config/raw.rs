@@ -90,7 +90,7 @@ pub enum OneOrMany<T> {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     #[serde(default = "default_listen")]
-    pub listen: Spanned<OneOrMany<String>>,
+    pub listen: Spanned<OneOrMany<RawListen>>,
     pub workers: Option<Spanned<i64>>,
     #[serde(default = "d_10s")]
     pub header_timeout: Dur,
@@ -109,6 +109,65 @@ pub struct RawServer {
     pub error_format: Option<Spanned<String>>,
     #[serde(default = "d_30s")]
     pub shutdown_timeout: Dur,
+    pub redirect_https: Option<Spanned<String>>,
+    pub upgrade_protocols: Option<Spanned<Vec<String>>>,
+    #[serde(default = "d_1h")]
+    pub tunnel_idle_timeout: Dur,
+}
+
+/// One `listen` entry: `"ADDR"` or `{ addr = "ADDR", tls = { ... } }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawListen {
+    /// A plain HTTP address.
+    Addr(String),
+    /// An address with options.
+    Table(RawListenTable),
+}
+
+/// The table form of a `listen` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenTable {
+    pub addr: String,
+    pub tls: Option<RawTls>,
+}
+
+/// A listener's `tls`: `{ cert, key }` or `{ certs = [{ cert, key }, ...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub certs: Option<Vec<RawCertPair>>,
+}
+
+/// One certificate and its key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertPair {
+    pub cert: String,
+    pub key: String,
+}
+
+/// An upstream group's `tls`: `true`, or `{ sni, ca, verify }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawUpstreamTls {
+    /// `tls = true` (or `false`).
+    On(bool),
+    /// `tls = { sni = "name", ca = "PATH", verify = true }`
+    Table(RawUpstreamTlsTable),
+}
+
+/// The table form of an upstream group's `tls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTlsTable {
+    pub sni: Option<String>,
+    pub ca: Option<String>,
+    #[serde(default = "yes")]
+    pub verify: bool,
 }
 
 impl Default for RawServer {
@@ -126,6 +185,9 @@ impl Default for RawServer {
             response_headers: None,
             error_format: None,
             shutdown_timeout: d_30s(),
+            redirect_https: None,
+            upgrade_protocols: None,
+            tunnel_idle_timeout: d_1h(),
         }
     }
 }
@@ -187,6 +249,7 @@ pub struct RawUpstream {
     pub request_timeout: Option<Dur>,
     pub slow_start: Option<Dur>,
     pub health: Option<Spanned<RawHealth>>,
+    pub tls: Option<Spanned<RawUpstreamTls>>,
 }
 
 /// `[upstreams.NAME.health]`
@@ -270,8 +333,11 @@ pub struct RawHeaderEdits {
     pub remove: Vec<String>,
 }
 
-fn default_listen() -> Spanned<OneOrMany<String>> {
-    Spanned::new(0..0, OneOrMany::One("127.0.0.1:8080".to_string()))
+fn default_listen() -> Spanned<OneOrMany<RawListen>> {
+    Spanned::new(
+        0..0,
+        OneOrMany::One(RawListen::Addr("127.0.0.1:8080".to_string())),
+    )
 }
 fn default_balance() -> Spanned<String> {
     Spanned::new(0..0, "round_robin".to_string())
@@ -320,6 +386,9 @@ fn d_30s() -> Dur {
 }
 fn d_60s() -> Dur {
     Dur(std::time::Duration::from_secs(60))
+}
+fn d_1h() -> Dur {
+    Dur(std::time::Duration::from_secs(3600))
 }
 fn d_16k() -> Spanned<Size> {
     Spanned::new(0..0, Size(16 * 1024))

@@ -82,6 +82,16 @@ fn server(s: &ServerConfig) -> Value {
         "request_headers": edits(&s.request_headers),
         "response_headers": edits(&s.response_headers),
         "shutdown_timeout": duration(s.shutdown_timeout),
+        "tls": s.tls.iter().map(|(l, t)| json!({
+            "listen": l.to_string(),
+            "certs": t.files.iter().map(|f| json!({
+                "cert": f.cert.display().to_string(),
+                "key": f.key.display().to_string(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "redirect_https": s.redirect_https.map(|l| l.to_string()),
+        "upgrade_protocols": s.upgrade_protocols,
+        "tunnel_idle_timeout": duration(s.tunnel_idle_timeout),
     })
 }
 
@@ -121,6 +131,11 @@ fn upstream(u: &Upstream) -> Value {
         "request_timeout": u.request_timeout.map(duration),
         "slow_start": u.slow_start.map(duration),
         "health": u.health.as_ref().map(health),
+        "tls": u.tls.as_ref().map(|t| json!({
+            "sni": t.sni.as_ref().map(|n| n.to_str().into_owned()),
+            "ca": t.ca.as_ref().map(|p| p.display().to_string()),
+            "verify": t.verify,
+        })),
     })
 }
 

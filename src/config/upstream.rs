@@ -3,8 +3,9 @@
 
 #[cfg(test)]
 use super::raw::StatusItem;
-use super::raw::{RawHealth, RawServerEntry, RawUpstream, StatusSpec};
+use super::raw::{RawHealth, RawServerEntry, RawUpstream, RawUpstreamTls, StatusSpec};
 use super::{resolve, ConfigError, Validator};
+use crate::tls::UpstreamTls;
 use std::net::SocketAddr;
 use std::time::Duration;
 use toml::Spanned;
@@ -137,6 +138,8 @@ pub struct Upstream {
     pub slow_start: Option<Duration>,
     /// Active health checks, when configured.
     pub health: Option<HealthCheck>,
+    /// Connections to the servers speak TLS (`tls`), with these settings.
+    pub tls: Option<crate::tls::UpstreamTls>,
 }
 
 /// Failures `retry_on` may name.
@@ -420,7 +423,27 @@ impl Validator<'_> {
             None => None,
             Some(h) => Some(self.health_check(h, &key("health"))?),
         };
+        let tls = match up.tls {
+            None => None,
+            Some(t) => {
+                let span = t.span();
+                let loaded = match t.into_inner() {
+                    RawUpstreamTls::On(false) => None,
+                    RawUpstreamTls::On(true) => Some(UpstreamTls::load(None, None, true)),
+                    RawUpstreamTls::Table(t) => Some(UpstreamTls::load(
+                        t.sni.as_deref(),
+                        t.ca.as_deref().map(|p| self.path(p)),
+                        t.verify,
+                    )),
+                };
+                match loaded.transpose() {
+                    Ok(tls) => tls,
+                    Err(e) => return self.err(span, key("tls"), e.to_string()),
+                }
+            }
+        };
         Ok(Upstream {
+            tls,
             balance,
             hash_key,
             servers,

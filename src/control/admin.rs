@@ -361,6 +361,11 @@ async fn status(state: &Rc<RefCell<State>>) -> Response {
             "workers": s.config.server.workers,
             "workers_answering": stats.len(),
             "open_connections": stats.iter().map(|w| u64::from(w.open_conns)).sum::<u64>(),
+            "tls_handshakes": {
+                "ok": crate::metrics::ConnCounts::sum(&stats).tls_ok,
+                "failed": crate::metrics::ConnCounts::sum(&stats).tls_failed,
+            },
+            "tunnels_open": crate::metrics::ConnCounts::sum(&stats).tunnels_open,
             "generation": s.snapshot.generation,
             "config": s.config.origin,
             "last_reload": last_reload,

@@ -347,6 +347,37 @@ fn process(out: &mut String, s: &State, stats: &[WorkerStats], t: &Totals, now: 
             w.worker, w.open_conns
         );
     }
+    let c = crate::metrics::ConnCounts::sum(stats);
+    family(
+        out,
+        "ringway_tls_handshakes_total",
+        "counter",
+        "TLS handshakes with clients, by result (failed: the client was closed).",
+    );
+    let _ = writeln!(
+        out,
+        "ringway_tls_handshakes_total{{result=\"ok\"}} {}",
+        c.tls_ok
+    );
+    let _ = writeln!(
+        out,
+        "ringway_tls_handshakes_total{{result=\"failed\"}} {}",
+        c.tls_failed
+    );
+    family(
+        out,
+        "ringway_tunnels_open",
+        "gauge",
+        "Upgrade (WebSocket) tunnels open now.",
+    );
+    let _ = writeln!(out, "ringway_tunnels_open {}", c.tunnels_open);
+    family(
+        out,
+        "ringway_tunnels_total",
+        "counter",
+        "Upgrade (WebSocket) tunnels opened.",
+    );
+    let _ = writeln!(out, "ringway_tunnels_total {}", c.tunnels_total);
     family(
         out,
         "ringway_client_bytes_total",

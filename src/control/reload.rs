@@ -124,7 +124,14 @@ impl State {
         let (mut added, removed) = self.bind_new_listeners(&config)?;
         let summary = describe_changes(&self.config, &config, &added, &removed);
         let generation = self.snapshot.generation + 1;
-        let snap = Arc::new(Snapshot::build(&config, generation, &mut self.registry));
+        let mut listening = self.listening.clone();
+        listening.retain(|(l, _)| !removed.iter().any(|(r, _)| r == l));
+        listening.extend(added.iter().map(|b| (b.listen, b.addr)));
+        let snap = Snapshot::build(&config, generation, &mut self.registry);
+        let snap = Arc::new(snap.with_listeners(&listening));
+        // The snapshot goes first: a listener handed over below finds its role (TLS,
+        // redirect) in it at its first accept.
+        self.bus.broadcast(Update::Snapshot(snap.clone()));
         if !added.is_empty() || !removed.is_empty() {
             let per_worker = transpose(
                 added.iter_mut().map(|b| std::mem::take(&mut b.sockets)),
@@ -139,11 +146,7 @@ impl State {
             self.access.retarget(sink);
         }
         crate::log::set_level(config.log.level.into());
-        self.bus.broadcast(Update::Snapshot(snap.clone()));
-        self.listening
-            .retain(|(l, _)| !removed.iter().any(|(r, _)| r == l));
-        self.listening
-            .extend(added.iter().map(|b| (b.listen, b.addr)));
+        self.listening = listening;
         let now = Instant::now();
         self.health.borrow_mut().sync(&snap, now);
         self.checks.sync(&snap, &self.health);

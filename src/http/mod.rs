@@ -41,6 +41,11 @@ pub enum Framing {
     Close,
 }
 
+/// A `tchar` of RFC 9110 §5.6.2: the bytes of a method, a field name or a protocol name.
+pub fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// Header fields that describe one connection hop and are never forwarded.
 ///
 /// `content-length`, `transfer-encoding` and `expect` are listed too: the proxy

@@ -46,6 +46,8 @@ pub(super) struct Head {
     /// The cache's view of the request, when its route caches (its key is in the
     /// connection's key scratch).
     pub cache: Option<super::cached::CacheReq>,
+    /// Answer 308 to the `https://` URL in `out` (a `redirect_https` listener).
+    pub redirect: bool,
 }
 
 /// Waits for a complete request head and prepares the upstream head in `out`.
@@ -63,11 +65,17 @@ pub(super) async fn read(
         max_request_line: server.max_request_line,
     };
     let timers = c.shard.timers();
+    let snap = gen.snap();
     let prep = Prep {
         shard: c.shard,
         gen,
         peer: c.peer,
         scheme: c.scheme.as_str(),
+        // Looked up only when some listener redirects: a scan of the listeners.
+        redirect: snap.server.redirect_https.is_some()
+            && snap
+                .listener(c.facts.listener().addr)
+                .is_some_and(|r| r.redirect_https),
     };
     let mut deadline: Option<Instant> = None;
     loop {
@@ -127,8 +135,10 @@ struct Prep<'a> {
     shard: &'a Shard,
     gen: &'a Generation,
     peer: &'a Peer,
-    /// `http` or `https`, from the connection's listener.
+    /// `http` or `https`, from the connection.
     scheme: &'static str,
+    /// The connection came in on a `redirect_https` listener.
+    redirect: bool,
 }
 
 /// The connection's scratch buffers a head is prepared into.
@@ -188,9 +198,15 @@ fn prepare(
         resp_host: None,
         log_split: 0,
         cache: None,
+        redirect: p.redirect,
     };
     out.clear();
     let snap = p.gen.snap();
+    if p.redirect {
+        https_location(out, req.host, snap.https_port, req.path, req.query);
+        log_begin(p, &req, &mut head, "", log);
+        return Ok(Some(head));
+    }
     let Some(index) = snap.router.find(&view) else {
         log_begin(p, &req, &mut head, "", log);
         return Ok(Some(head));
@@ -214,6 +230,19 @@ fn prepare(
     forward(p, route, &req, (path, rest), out, &mut head);
     log_begin(p, &req, &mut head, &route.label, log);
     Ok(Some(head))
+}
+
+/// Writes `https://HOST[:PORT]TARGET` into `out`: the request's host without its port,
+/// the TLS listener's port unless it is 443, and the target as the client sent it.
+fn https_location(out: &mut Vec<u8>, host: &str, port: Option<u16>, path: &str, query: &str) {
+    out.extend_from_slice(b"https://");
+    out.extend_from_slice(strip_port(host).as_bytes());
+    if let Some(p) = port.filter(|&p| p != 443) {
+        out.push(b':');
+        crate::http::rewrite::push_u64(out, u64::from(p));
+    }
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(query.as_bytes());
 }
 
 /// Copies what the access log needs of the head into `log`, when the log is on.

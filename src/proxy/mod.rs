@@ -97,7 +97,7 @@ pub async fn serve(mut client: ClientStream, facts: ConnFacts) {
         // (`busy` applies header_timeout); an idle one waits without buffers, and a
         // drain ends the wait.
         let mut hot = false;
-        if !first {
+        if !first && !client.has_buffered() {
             let at =
                 facts.shard().now() + facts.shard().generation().snap().server.keepalive_timeout;
             match facts
@@ -123,9 +123,33 @@ pub async fn serve(mut client: ClientStream, facts: ConnFacts) {
         let end = Box::pin(spell).await;
         facts.shard().buffers().give(bufs);
         match end {
-            Spell::Idle => quiet_tick = facts.shard().ticks(),
+            Spell::Idle => {
+                client.shed();
+                quiet_tick = facts.shard().ticks();
+            }
             Spell::Close => return,
         }
+    }
+}
+
+/// Serves a connection accepted on a TLS listener: the handshake (within
+/// `header_timeout`), then [`serve`]. A client that fails it is counted and closed.
+pub async fn serve_tls(
+    stream: monoio::net::TcpStream,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    facts: ConnFacts,
+) {
+    let shard = facts.shard();
+    let Ok(session) = rustls::ServerConnection::new(config) else {
+        shard.tls_handshake(false);
+        return;
+    };
+    let mut tls = Box::new(crate::tls::TlsStream::new(stream, session));
+    let timeout = shard.generation().snap().server.header_timeout;
+    let done = shard.timers().timeout(timeout, tls.handshake()).await;
+    shard.tls_handshake(matches!(done, Some(Ok(()))));
+    if matches!(done, Some(Ok(()))) {
+        serve(ClientStream::Tls(tls), facts).await;
     }
 }
 
@@ -147,6 +171,7 @@ async fn busy(
         log,
         key,
     } = bufs;
+    let scheme = client.scheme();
     let mut c = Conn {
         shard,
         facts,
@@ -154,7 +179,7 @@ async fn busy(
         cbuf,
         out,
         peer,
-        scheme: facts.scheme(),
+        scheme,
         bytes_in: 0,
         bytes_out: 0,
         log,
@@ -213,6 +238,11 @@ async fn respond_to(c: &mut Conn<'_>, gen: &Rc<Generation>, head: &head::Head) -
     let timed = gen.snap().metrics || gen.snap().access.is_some();
     let started = timed.then(Instant::now);
     c.bytes_in = head.len as u64;
+    if head.redirect {
+        let (keep, status) = respond::redirect(c, head).await;
+        finish(c, gen, head, started, (status, None));
+        return keep;
+    }
     let outcome = match (head.route, head.cache) {
         (Some((route, group)), Some(req)) => cached::run(c, gen, route, group, head, req).await,
         (Some((route, group)), None) => exchange::run(c, gen, route, group, head, None).await,
@@ -237,6 +267,18 @@ async fn respond_to(c: &mut Conn<'_>, gen: &Rc<Generation>, head: &head::Head) -
             (keep, status, None)
         }
     };
+    finish(c, gen, head, started, (status, upstream));
+    keep
+}
+
+/// Logs and counts an answered request: `(status, upstream)` as the access log has them.
+fn finish(
+    c: &mut Conn<'_>,
+    gen: &Generation,
+    head: &head::Head,
+    started: Option<Instant>,
+    (status, upstream): (u16, Option<(std::net::SocketAddr, Duration)>),
+) {
     if let (Some(format), Some(started)) = (gen.snap().access, started) {
         let outcome = crate::access::Outcome {
             status,
@@ -255,7 +297,6 @@ async fn respond_to(c: &mut Conn<'_>, gen: &Rc<Generation>, head: &head::Head) -
         bytes_out: std::mem::take(&mut c.bytes_out),
     };
     c.shard.record_request(gen, &record);
-    keep
 }
 
 /// Logs a request whose head could not be read (its fields are unknown: `-`).

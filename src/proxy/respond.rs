@@ -64,6 +64,39 @@ pub(super) async fn answer(
     false
 }
 
+/// Answers a request on a `redirect_https` listener: 308 to the `https://` URL that
+/// `head::prepare` wrote into `out`. A request with a body is not read: the connection
+/// closes after the answer (never a body left unread on a kept connection).
+pub(super) async fn redirect(c: &mut Conn<'_>, head: &Head) -> (bool, u16) {
+    let keep = head.keep_alive && head.body == crate::http::Framing::None;
+    if keep {
+        c.cbuf.consume(head.len);
+    }
+    let location = std::mem::take(c.out);
+    let mut out = Vec::with_capacity(location.len() + 160);
+    out.extend_from_slice(b"HTTP/1.1 308 Permanent Redirect\r\nDate: ");
+    out.extend_from_slice(&c.shard.date());
+    out.extend_from_slice(b"\r\nLocation: ");
+    out.extend_from_slice(&location);
+    out.extend_from_slice(b"\r\nContent-Length: 0\r\n");
+    if !keep {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    *c.out = location;
+    c.bytes_out += out.len() as u64;
+    let write = monoio::io::AsyncWriteRentExt::write_all(c.client, out);
+    let written = matches!(
+        c.shard.timers().timeout(ANSWER_WRITE, write).await,
+        Some((Ok(_), _))
+    );
+    if keep && written {
+        return (true, 308);
+    }
+    linger_close(c).await;
+    (false, 308)
+}
+
 /// Closes a connection that may still have unread request bytes in flight.
 ///
 /// Closing a socket with unread data makes the kernel send RST, which can destroy the

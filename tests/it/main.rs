@@ -22,4 +22,5 @@ mod registry;
 mod retries;
 mod routing;
 mod switchable;
+mod tls;
 mod upstream_errors;

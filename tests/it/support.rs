@@ -125,9 +125,10 @@ pub fn encode_chunked(data: &[u8], sizes: &[usize], trailer: Option<&str>) -> Ve
 // Buffered blocking connection, shared by the upstream and the client
 // ---------------------------------------------------------------------------------
 
-/// A blocking socket with a read buffer; every read is bounded in time.
-struct Conn {
-    stream: TcpStream,
+/// A blocking socket (or a TLS stream over one) with a read buffer; every read is
+/// bounded in time.
+struct Conn<S = TcpStream> {
+    stream: S,
     buf: Vec<u8>,
     /// Total time a single `fill` may wait.
     patience: Duration,
@@ -143,7 +144,7 @@ fn eof(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, format!("EOF {what}"))
 }
 
-impl Conn {
+impl<S: Read> Conn<S> {
     /// Reads more bytes into the buffer; `Ok(0)` is EOF.
     fn fill(&mut self) -> io::Result<usize> {
         if self.buf.len() > MAX_MESSAGE {
@@ -790,9 +791,25 @@ impl Response {
     }
 }
 
-/// A raw-socket HTTP/1.1 client on one connection.
-pub struct Client {
-    conn: Conn,
+/// A raw-socket HTTP/1.1 client on one connection (plain, or any blocking stream such
+/// as a TLS session: [`Client::over`]).
+pub struct Client<S = TcpStream> {
+    conn: Conn<S>,
+}
+
+impl<S: Read + Write> Client<S> {
+    /// A client on an established stream whose reads time out (they are retried up
+    /// to `IO_TIMEOUT` in all).
+    pub fn over(stream: S) -> Client<S> {
+        Client {
+            conn: Conn {
+                stream,
+                buf: Vec::new(),
+                patience: IO_TIMEOUT,
+                stop: None,
+            },
+        }
+    }
 }
 
 impl Client {
@@ -816,7 +833,9 @@ impl Client {
             },
         })
     }
+}
 
+impl<S: Read + Write> Client<S> {
     /// Writes raw bytes in one write call.
     pub fn send(&mut self, bytes: &[u8]) {
         self.try_send(bytes).expect("send to the proxy");
