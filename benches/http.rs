@@ -47,6 +47,7 @@ fn rewrite(out: &mut Vec<u8>, normalized: &mut Vec<u8>, req: &Request<'_, '_>, p
         Err(_) => unreachable!("the fixture's path is valid"),
     };
     let fwd = Forward {
+        upgrade: None,
         scheme: "http",
         path: [path, b"", b""],
         query: req.query.as_bytes(),
@@ -105,6 +106,7 @@ fn response_parse_and_rewrite(bencher: Bencher) {
                 .unwrap();
             out.clear();
             let head = ClientHead {
+                upgrade: None,
                 body: resp.body,
                 version: Version::Http11,
                 close: false,

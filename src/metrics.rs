@@ -253,6 +253,8 @@ pub struct ServerStats {
     pub id: ServerId,
     /// Requests in flight to it now.
     pub in_flight: u32,
+    /// Upgrade tunnels open to it now.
+    pub tunnels: u32,
     /// Idle keep-alive connections to it now.
     pub pooled: u32,
     /// Attempts sent to it (retries count once per server tried).

@@ -449,6 +449,7 @@ fn counts(stats: &[WorkerStats], id: crate::upstream::ServerId) -> Value {
     json!({
         "id": id.get(),
         "in_flight": sum(|x| u64::from(x.in_flight)),
+        "tunnels": sum(|x| u64::from(x.tunnels)),
         "pooled": sum(|x| u64::from(x.pooled)),
         "requests": sum(|x| x.requests),
         "errors": sum(|x| x.failures),

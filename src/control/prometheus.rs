@@ -276,7 +276,7 @@ fn servers(out: &mut String, s: &State, stats: &[WorkerStats]) {
             u8::from(*up)
         );
     }
-    let per_server: [ServerFamily; 4] = [
+    let per_server: [ServerFamily; 5] = [
         (
             "ringway_upstream_server_requests_total",
             "counter",
@@ -294,6 +294,12 @@ fn servers(out: &mut String, s: &State, stats: &[WorkerStats]) {
             "gauge",
             "Requests in flight to the server.",
             |x| u64::from(x.in_flight),
+        ),
+        (
+            "ringway_upstream_server_tunnels",
+            "gauge",
+            "Upgrade (WebSocket) tunnels open to the server.",
+            |x| u64::from(x.tunnels),
         ),
         (
             "ringway_upstream_server_pooled",

@@ -48,6 +48,10 @@ pub struct Request<'h, 'b> {
     pub has_connection: bool,
     /// Bytes of the head, including the final blank line.
     pub head_len: usize,
+    /// The `Upgrade` header's value, when the `Connection` header also lists `upgrade`
+    /// (an HTTP/1.1 request asking to switch protocols); the proxy decides whether to
+    /// forward it.
+    pub upgrade: Option<&'b [u8]>,
 }
 
 impl Request<'_, '_> {
@@ -141,6 +145,8 @@ fn validate<'h, 'b>(
     let mut keep_alive_token = false;
     let mut has_connection = false;
     let mut expect_continue = false;
+    let mut connection_upgrade = false;
+    let mut upgrade: Option<&'b [u8]> = None;
 
     for h in headers {
         let name = h.name;
@@ -186,9 +192,14 @@ fn validate<'h, 'b>(
                     } else if tok.eq_ignore_ascii_case(b"keep-alive") {
                         keep_alive_token = true;
                     } else {
+                        connection_upgrade |= tok.eq_ignore_ascii_case(b"upgrade");
                         has_connection = true;
                     }
                 }
+            }
+            7 if name.eq_ignore_ascii_case("upgrade") => {
+                // One Upgrade field is used; a second one is hop-by-hop noise.
+                upgrade.get_or_insert(h.value);
             }
             6 if name.eq_ignore_ascii_case("expect") => {
                 if super::trim(h.value).eq_ignore_ascii_case(b"100-continue") {
@@ -266,6 +277,7 @@ fn validate<'h, 'b>(
         expect_continue: expect_continue && body != Framing::None && version == Version::Http11,
         has_connection,
         head_len,
+        upgrade: upgrade.filter(|_| connection_upgrade && version == Version::Http11),
     }))
 }
 
@@ -400,6 +412,22 @@ mod tests {
 
     fn status(raw: &[u8]) -> u16 {
         check(raw).expect_err("should be rejected").status()
+    }
+
+    fn upgrade_of(raw: &[u8]) -> Option<Vec<u8>> {
+        let mut slots = [const { MaybeUninit::uninit() }; 100];
+        let r = parse(raw, &mut slots, &LIMITS).unwrap().unwrap();
+        r.upgrade.map(<[u8]>::to_vec)
+    }
+
+    #[test]
+    fn an_upgrade_needs_the_connection_token_and_http_1_1() {
+        let ws = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(upgrade_of(ws), Some(b"websocket".to_vec()));
+        let no_token = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(upgrade_of(no_token), None);
+        let old = b"GET / HTTP/1.0\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(upgrade_of(old), None);
     }
 
     #[test]

@@ -163,6 +163,9 @@ pub struct Forward<'a> {
     /// Leave out `If-None-Match` and `If-Modified-Since`: the cache answers them itself,
     /// and asks its own when it revalidates (a 304 to the client's would be unstorable).
     pub strip_conditionals: bool,
+    /// Ask the upstream to switch to this protocol (`Connection: upgrade` and this
+    /// `Upgrade` value): a request the proxy will tunnel after a 101.
+    pub upgrade: Option<&'a [u8]>,
 }
 
 /// Writes the request head for the upstream into `out`.
@@ -275,6 +278,10 @@ pub fn write_upstream_request(
     if let Some(e) = &fwd.edits {
         e.write(out);
     }
+    if let Some(protocol) = fwd.upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+        write_header(out, b"Upgrade", protocol);
+    }
     write_framing(out, body);
     out.extend_from_slice(b"\r\n");
 }
@@ -294,6 +301,9 @@ pub struct ClientHead<'a> {
     pub date: &'a [u8],
     /// The `X-Cache` line, on routes that cache.
     pub x_cache: Option<&'static [u8]>,
+    /// A 101 the proxy will tunnel: `Connection: upgrade` and this `Upgrade` value are
+    /// written instead of any framing.
+    pub upgrade: Option<&'a [u8]>,
 }
 
 /// Writes the response head for the client into `out`.
@@ -334,6 +344,12 @@ pub fn write_client_response(out: &mut Vec<u8>, resp: &Response<'_, '_>, head: &
     }
     if let Some(e) = edits {
         e.write(out);
+    }
+    if let Some(protocol) = head.upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+        write_header(out, b"Upgrade", protocol);
+        out.extend_from_slice(b"\r\n");
+        return;
     }
     if !resp.keep_content_length {
         write_framing(out, body);
@@ -435,6 +451,7 @@ mod tests {
         let req = request::parse(raw, &mut slots, &limits).unwrap().unwrap();
         let mut out = Vec::new();
         let fwd = Forward {
+            upgrade: None,
             scheme: "http",
             path: [req.path.as_bytes(), b"", b""],
             query: req.query.as_bytes(),
@@ -520,6 +537,7 @@ mod tests {
     fn responses_get_a_date_when_they_have_none_and_interim_heads_drop_hop_headers() {
         use crate::http::response;
         let head = ClientHead {
+            upgrade: None,
             body: Framing::Length(2),
             version: Version::Http11,
             close: false,

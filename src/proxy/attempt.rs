@@ -145,6 +145,7 @@ pub(super) async fn response_head(
                         edits,
                         date: &date,
                         x_cache: fill.as_ref().map(|f| f.status.header()),
+                        upgrade: None,
                     };
                     let cache = fill.as_deref_mut().filter(|_| !resp.is_interim());
                     if cache.is_some_and(|f| f.on_head(resp, request, key, shard.unix_secs())) {
@@ -202,19 +203,47 @@ fn coalesce_small_body(conn: &mut UpConn, out: &mut Vec<u8>, r: &mut RespHead) {
 }
 
 /// Decides what one response head means and writes what the client gets.
-fn prepare(
-    resp: &Response<'_, '_>,
+fn prepare<'b>(
+    resp: &Response<'_, 'b>,
     head: &Head,
     out: &mut Vec<u8>,
     interim: &mut Vec<u8>,
-    mut client: ClientHead<'_>,
+    mut client: ClientHead<'b>,
     retry: Option<&RetryOn>,
 ) -> Result<Parsed, ProxyError> {
     if resp.status == 101 {
-        // Upgrade is never forwarded, so a 101 is a protocol violation.
-        return Err(ProxyError::BadResponse(
-            "unexpected 101 Switching Protocols",
-        ));
+        // Only a request the proxy forwarded with Upgrade may be answered 101, and only
+        // for the protocol it asked for: anything else would tunnel unchecked bytes.
+        let offered = resp
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
+            .map(|h| h.value);
+        let Some(wanted) = head.upgrade.as_deref() else {
+            return Err(ProxyError::BadResponse(
+                "unexpected 101 Switching Protocols",
+            ));
+        };
+        let names = |v: &&[u8]| {
+            super::head::first_protocol(v).is_some_and(|p| p.eq_ignore_ascii_case(wanted))
+        };
+        let Some(offered) = offered.filter(names) else {
+            return Err(ProxyError::BadResponse(
+                "101 Switching Protocols to a protocol not asked for",
+            ));
+        };
+        client.upgrade = Some(offered);
+        client.close = false;
+        out.clear();
+        write_client_response(out, resp, &client);
+        return Ok(Parsed::Final(RespHead {
+            status: 101,
+            input: Framing::None,
+            output: Framing::None,
+            reusable: false,
+            close_client: true,
+            head_len: out.len(),
+        }));
     }
     if resp.is_interim() {
         // 100 Continue is the proxy's own business (it answers `Expect` itself); other

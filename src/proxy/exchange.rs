@@ -443,6 +443,20 @@ pub(super) async fn relay_response(
     ) {
         return Err(cut(ProxyError::ClientGone));
     }
+    if resp.status == 101 {
+        // `attempt::prepare` let this 101 through only for the protocol the request
+        // asked to switch to: the connection becomes a tunnel, counted apart from
+        // requests from here on.
+        let server = server.clone();
+        let upstream = latency.map(|l| (server.addr, l));
+        drop(flight);
+        c.tunnel = Some(super::tunnel::Tunnel { up, server });
+        return Ok(Done {
+            keep_alive: false,
+            status: 101,
+            upstream,
+        });
+    }
     let mut relay = Relay {
         src: &mut up.stream,
         buf: &mut up.buf,

@@ -48,6 +48,10 @@ pub(super) struct Head {
     pub cache: Option<super::cached::CacheReq>,
     /// Answer 308 to the `https://` URL in `out` (a `redirect_https` listener).
     pub redirect: bool,
+    /// The request asks to switch to this protocol (lowercase, without a version), one
+    /// the config tunnels: it is forwarded with its Upgrade headers, and a 101 naming
+    /// the same protocol turns the connection into a tunnel.
+    pub upgrade: Option<Box<str>>,
 }
 
 /// Waits for a complete request head and prepares the upstream head in `out`.
@@ -199,6 +203,7 @@ fn prepare(
         log_split: 0,
         cache: None,
         redirect: p.redirect,
+        upgrade: None,
     };
     out.clear();
     let snap = p.gen.snap();
@@ -224,12 +229,40 @@ fn prepare(
     let group = &p.gen.group(id).upstream;
     head.hash = request_hash(group.balance, group.hash_key.as_ref(), &view, p.peer);
     head.idempotent = group.idempotent_methods.iter().any(|m| m == req.method);
-    if let Some(rc) = &route.cache {
-        head.cache = Some(super::cached::CacheReq::new(rc, &req, &view, key));
+    // Allocates only for a request that asks to upgrade.
+    head.upgrade = req
+        .upgrade
+        .filter(|_| req.body == Framing::None)
+        .and_then(|value| tunnelled(&snap.server.upgrade_protocols, value))
+        .map(Into::into);
+    match &route.cache {
+        // A tunnel is never a cache entry.
+        Some(rc) if head.upgrade.is_none() => {
+            head.cache = Some(super::cached::CacheReq::new(rc, &req, &view, key));
+        }
+        _ => {}
     }
     forward(p, route, &req, (path, rest), out, &mut head);
     log_begin(p, &req, &mut head, &route.label, log);
     Ok(Some(head))
+}
+
+/// The protocol an `Upgrade` value asks for first (its name, lowercase, without a
+/// `/version`), when `allowed` lists it.
+fn tunnelled(allowed: &[String], value: &[u8]) -> Option<String> {
+    let name = first_protocol(value)?;
+    allowed
+        .iter()
+        .find(|p| p.eq_ignore_ascii_case(name))
+        .cloned()
+}
+
+/// The name of the first protocol an `Upgrade` value lists (`websocket` in
+/// `websocket/13, h2c`).
+pub(super) fn first_protocol(value: &[u8]) -> Option<&str> {
+    let first = value.split(|&b| b == b',').next()?;
+    let name = crate::http::trim(first).split(|&b| b == b'/').next()?;
+    std::str::from_utf8(crate::http::trim(name)).ok()
 }
 
 /// Writes `https://HOST[:PORT]TARGET` into `out`: the request's host without its port,
@@ -380,6 +413,7 @@ fn forward(
         edits,
         request_id: generated.then(|| head.request_id.as_bytes()),
         strip_conditionals: head.cache.is_some_and(|c| c.lookup_method()),
+        upgrade: req.upgrade.filter(|_| head.upgrade.is_some()),
     };
     write_upstream_request(out, req, peer, req.body, &fwd);
 }
@@ -456,6 +490,19 @@ mod tests {
 
     fn joined(parts: [&[u8]; 3]) -> String {
         parts.iter().map(|p| String::from_utf8_lossy(p)).collect()
+    }
+
+    #[test]
+    fn only_listed_protocols_are_tunnelled_by_their_first_name() {
+        let allowed = vec!["websocket".to_string()];
+        assert_eq!(tunnelled(&allowed, b"WebSocket"), Some("websocket".into()));
+        assert_eq!(
+            tunnelled(&allowed, b" websocket/13 , h2c"),
+            Some("websocket".into())
+        );
+        assert_eq!(tunnelled(&allowed, b"h2c, websocket"), None);
+        assert_eq!(tunnelled(&allowed, b""), None);
+        assert_eq!(first_protocol(b"h2c/1, x"), Some("h2c"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod head;
 mod hit;
 mod refresh;
 mod respond;
+mod tunnel;
 mod upstream;
 
 use crate::buf::{Buf, ConnBufs, Fill};
@@ -78,6 +79,9 @@ struct Conn<'a> {
     log: &'a mut Vec<u8>,
     /// The current request's cache key, host and target (`cache::request::build`).
     key: &'a mut Vec<u8>,
+    /// An upstream connection that answered 101: joined to the client once the
+    /// request is logged.
+    tunnel: Option<tunnel::Tunnel>,
 }
 
 /// Serves one client connection until it closes or must be closed.
@@ -184,6 +188,7 @@ async fn busy(
         bytes_out: 0,
         log,
         key,
+        tunnel: None,
     };
     let mut answered = false;
     // Made once per spell, on the first wait for a next request.
@@ -268,6 +273,11 @@ async fn respond_to(c: &mut Conn<'_>, gen: &Rc<Generation>, head: &head::Head) -
         }
     };
     finish(c, gen, head, started, (status, upstream));
+    if let Some(t) = c.tunnel.take() {
+        let idle = gen.snap().server.tunnel_idle_timeout;
+        tunnel::run(c, t, idle).await;
+        return false;
+    }
     keep
 }
 

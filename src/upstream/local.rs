@@ -36,6 +36,8 @@ pub struct ServerLocal {
     pub idle: Idle,
     /// Requests this worker has in flight to it.
     inflight: Cell<u32>,
+    /// Upgrade tunnels this worker has open to it.
+    tunnels: Cell<u32>,
     /// It came back (or joined) at this time and is still ramping up.
     ramp_from: Cell<Option<Instant>>,
     /// Moving average of response-header latency in µs (0 = no sample yet).
@@ -59,6 +61,7 @@ impl ServerLocal {
             health,
             idle: Idle::default(),
             inflight: Cell::new(0),
+            tunnels: Cell::new(0),
             ramp_from: Cell::new(None),
             latency: Cell::new(0.0),
             latency_at: Cell::new(None),
@@ -84,6 +87,7 @@ impl ServerLocal {
         crate::metrics::ServerStats {
             id: self.id,
             in_flight: self.inflight.get(),
+            tunnels: self.tunnels.get(),
             pooled: self.idle.len() as u32,
             requests: self.requests.get(),
             failures: self.failures.get(),
@@ -96,9 +100,18 @@ impl ServerLocal {
         self.inflight.set(self.inflight.get().saturating_sub(1));
     }
 
-    /// Requests this worker has in flight to it.
+    /// Requests in flight and tunnels open from this worker to it: the load that
+    /// `least_conn`, `p2c` and `max_connections` see (a tunnel holds a connection as a
+    /// request does, but is counted apart in metrics).
     pub fn inflight(&self) -> u32 {
-        self.inflight.get()
+        self.inflight.get() + self.tunnels.get()
+    }
+
+    /// An upgrade tunnel to it opened (`true`) or closed.
+    pub fn tunnel(&self, opened: bool) {
+        let n = self.tunnels.get();
+        self.tunnels
+            .set(if opened { n + 1 } else { n.saturating_sub(1) });
     }
 
     /// It just came back (or joined): ramp its weight up over `slow_start`.

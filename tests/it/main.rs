@@ -24,3 +24,4 @@ mod routing;
 mod switchable;
 mod tls;
 mod upstream_errors;
+mod websocket;
