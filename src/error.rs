@@ -51,6 +51,10 @@ pub enum ProxyError {
     /// TCP connect to the last candidate timed out.
     #[error("upstream connect timed out")]
     ConnectTimeout,
+    /// The TLS handshake with the upstream failed (its certificate was refused, or it
+    /// does not speak TLS); nothing was sent.
+    #[error("TLS handshake with the upstream failed")]
+    UpstreamTls,
     /// The upstream sent no response head within `response_header_timeout`.
     #[error("upstream response timed out")]
     ResponseTimeout,
@@ -109,8 +113,8 @@ impl ProxyError {
             UriTooLong => 414,
             NotImplemented(_) => 501,
             VersionNotSupported => 505,
-            ConnectFailed | UpstreamClosed | StaleConnection | ClosedIdle | BadResponse(_)
-            | ResponseAborted | UnknownUpstream => 502,
+            ConnectFailed | UpstreamTls | UpstreamClosed | StaleConnection | ClosedIdle
+            | BadResponse(_) | ResponseAborted | UnknownUpstream => 502,
             NoServerAvailable => 503,
             ConnectTimeout | ResponseTimeout | RequestDeadline | NotCached => 504,
             UpstreamStatus(s) => s,
@@ -122,6 +126,7 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             ConnectFailed => "connect failed",
+            UpstreamTls => "TLS handshake failed",
             ConnectTimeout => "connect timed out",
             ResponseTimeout => "no response head in time",
             UpstreamClosed | ClosedIdle => "connection closed before a response",
@@ -146,7 +151,7 @@ impl ProxyError {
     pub fn is_retryable(self, on: &RetryOn) -> bool {
         use ProxyError::*;
         match self {
-            ConnectFailed | ConnectTimeout | StaleConnection => true,
+            ConnectFailed | UpstreamTls | ConnectTimeout | StaleConnection => true,
             ResponseTimeout => on.timeout,
             UpstreamClosed | ClosedIdle => on.reset,
             UpstreamStatus(s) => on.status(s),
@@ -169,8 +174,8 @@ impl ProxyError {
     pub fn counts_against_server(self, fail_on_status: &[u16]) -> bool {
         use ProxyError::*;
         match self {
-            ConnectFailed | ConnectTimeout | ResponseTimeout | UpstreamClosed | ClosedIdle
-            | BadResponse(_) => true,
+            ConnectFailed | UpstreamTls | ConnectTimeout | ResponseTimeout | UpstreamClosed
+            | ClosedIdle | BadResponse(_) => true,
             UpstreamStatus(s) => fail_on_status.contains(&s),
             // The request's own deadline, a pooled connection the server closed idle, or
             // a body cut short after the server answered (it did answer).
@@ -204,6 +209,7 @@ impl ProxyError {
             ClientGone => "ClientGone",
             NoServerAvailable => "NoServerAvailable",
             ConnectFailed => "ConnectFailed",
+            UpstreamTls => "UpstreamTls",
             ConnectTimeout => "ConnectTimeout",
             ResponseTimeout => "ResponseTimeout",
             UpstreamClosed | ClosedIdle => "UpstreamClosed",

@@ -14,6 +14,7 @@ use crate::error::ProxyError;
 use crate::http::Framing;
 use crate::snapshot::Snapshot;
 use crate::upstream::head::read_head;
+use crate::upstream::stream::UpStream;
 use crate::upstream::ServerId;
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
@@ -23,12 +24,16 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A running check task.
 struct Task {
     check: HealthCheck,
     addr: SocketAddr,
+    /// The group's TLS client config it connects with (compared by identity: a
+    /// reload builds a new one, and the probe restarts with it).
+    tls: Option<Arc<rustls::ClientConfig>>,
     stop: Rc<Cell<bool>>,
 }
 
@@ -47,9 +52,16 @@ impl Checks {
             let Some(check) = &group.upstream.health else {
                 continue;
             };
+            let tls = group.upstream.tls.as_ref();
+            let tls_config = tls.map(|t| t.config.clone());
+            let same_tls = |t: &Task| match (&t.tls, &tls_config) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
             for (m, s) in group.members.iter().zip(&group.upstream.servers) {
                 match self.tasks.remove(&m.id) {
-                    Some(t) if t.check == *check && t.addr == s.addr => {
+                    Some(t) if t.check == *check && t.addr == s.addr && same_tls(&t) => {
                         next.insert(m.id, t);
                     }
                     old => {
@@ -57,11 +69,12 @@ impl Checks {
                             t.stop.set(true);
                         }
                         let stop = Rc::new(Cell::new(false));
-                        let probe = Probe::new(m.id, s.addr, check.clone());
+                        let probe = Probe::new(m.id, s.addr, check.clone(), tls.cloned());
                         monoio::spawn(probe.run(table.clone(), stop.clone()));
                         let task = Task {
                             check: check.clone(),
                             addr: s.addr,
+                            tls: tls_config.clone(),
                             stop,
                         };
                         next.insert(m.id, task);
@@ -89,13 +102,20 @@ struct Probe {
     server: ServerId,
     addr: SocketAddr,
     check: HealthCheck,
+    /// The group's `tls`: checks speak TLS as requests do.
+    tls: Option<crate::tls::UpstreamTls>,
     request: Vec<u8>,
-    conn: Option<(TcpStream, Buf)>,
+    conn: Option<(UpStream, Buf)>,
     out: Vec<u8>,
 }
 
 impl Probe {
-    fn new(server: ServerId, addr: SocketAddr, check: HealthCheck) -> Probe {
+    fn new(
+        server: ServerId,
+        addr: SocketAddr,
+        check: HealthCheck,
+        tls: Option<crate::tls::UpstreamTls>,
+    ) -> Probe {
         let host = check.host.clone().unwrap_or_else(|| addr.to_string());
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringway-health-check\r\nAccept: */*\r\n\r\n",
@@ -106,6 +126,7 @@ impl Probe {
             server,
             addr,
             check,
+            tls,
             request,
             conn: None,
             out: Vec::new(),
@@ -151,6 +172,21 @@ impl Probe {
             None => {
                 let stream = TcpStream::connect_addr(self.addr).await?;
                 let _ = stream.set_nodelay(true);
+                let stream = match &self.tls {
+                    None => UpStream::Plain(stream),
+                    Some(tls) => {
+                        let name = tls.sni.clone().unwrap_or_else(|| {
+                            rustls::pki_types::ServerName::IpAddress(self.addr.ip().into())
+                        });
+                        let session = rustls::ClientConnection::new(tls.config.clone(), name)
+                            .map_err(io::Error::other)?;
+                        let mut t = Box::new(crate::tls::TlsStream::new(stream, session));
+                        t.handshake()
+                            .await
+                            .map_err(|e| io::Error::other(format!("TLS handshake: {e}")))?;
+                        UpStream::Tls(t)
+                    }
+                };
                 self.conn.insert((stream, Buf::with_capacity(4096)))
             }
         };

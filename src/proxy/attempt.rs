@@ -15,7 +15,7 @@ use crate::http::rewrite::{write_client_response, write_interim_response, Client
 use crate::http::{Framing, Version};
 use crate::upstream::head::read_head;
 use crate::upstream::pool::UpConn;
-use monoio::net::TcpStream;
+use crate::upstream::stream::UpStream;
 
 /// Bodies up to this size that are already buffered travel in the same write as the head.
 pub(super) const COALESCE_MAX: usize = 16 * 1024;
@@ -77,7 +77,7 @@ pub(super) async fn send(
 }
 
 /// Writes `out` without clearing it, so the same request can be resent.
-async fn send_keep(stream: &mut TcpStream, out: &mut Vec<u8>) -> std::io::Result<()> {
+async fn send_keep(stream: &mut UpStream, out: &mut Vec<u8>) -> std::io::Result<()> {
     let vec = std::mem::take(out);
     let (res, vec) = monoio::io::AsyncWriteRentExt::write_all(stream, vec).await;
     *out = vec;

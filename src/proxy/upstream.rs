@@ -12,9 +12,9 @@ use crate::error::ProxyError;
 use crate::metrics::bump;
 use crate::shard::{Generation, Shard};
 use crate::upstream::pool::UpConn;
+use crate::upstream::stream::UpStream;
 use crate::upstream::ServerLocal;
 use monoio::net::TcpStream;
-use std::mem::MaybeUninit;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -134,7 +134,11 @@ impl<'a> Upstreams<'a> {
             if let Some(conn) = server.idle.take(now, self.group.keepalive_timeout) {
                 // A request that cannot be resent checks a pooled socket first (one
                 // cheap syscall) instead of discovering it dead after sending.
-                if !check_pooled || looks_alive(&conn.stream) {
+                let mut conn = conn;
+                // TLS always: reading what arrived while idle (tickets, a close_notify)
+                // is what tells a closed session from a live one.
+                let tls = matches!(conn.stream, UpStream::Tls(_));
+                if !(check_pooled || tls) || conn.stream.looks_alive() {
                     if let Some(m) = self.gen.group_metrics(self.id) {
                         bump(&m.reused);
                     }
@@ -149,22 +153,29 @@ impl<'a> Upstreams<'a> {
         }
     }
 
-    /// Opens a new connection to `server`, counting a failure against it.
+    /// Opens a new connection to `server` (with the TLS handshake when the group has
+    /// `tls`, within the same `connect_timeout`), counting a failure against it.
     async fn connect(&self, server: &ServerLocal) -> Result<UpConn, ProxyError> {
         let limit = self.budget(self.group.connect_timeout)?;
+        let deadline = self.shard.now() + limit;
         let connect = TcpStream::connect_addr(server.addr);
-        let err = match self.shard.timers().timeout(limit, connect).await {
+        let err = match self.shard.timers().timeout_at(deadline, connect).await {
             Some(Ok(stream)) => {
                 // Small requests must not wait for Nagle's algorithm.
                 let _ = stream.set_nodelay(true);
                 if let Some(m) = self.gen.group_metrics(self.id) {
                     bump(&m.connects);
                 }
-                return Ok(UpConn {
-                    stream,
-                    buf: Buf::with_capacity(UPSTREAM_BUF),
-                    reused: false,
-                });
+                match self.secure(stream, server, deadline).await {
+                    Ok(stream) => {
+                        return Ok(UpConn {
+                            stream,
+                            buf: Buf::with_capacity(UPSTREAM_BUF),
+                            reused: false,
+                        })
+                    }
+                    Err(e) => e,
+                }
             }
             Some(Err(_)) => ProxyError::ConnectFailed,
             None if limit < self.group.connect_timeout => ProxyError::RequestDeadline,
@@ -177,26 +188,49 @@ impl<'a> Upstreams<'a> {
         Err(err)
     }
 
+    /// The stream for a fresh connection: as it is, or after a TLS handshake (SNI and
+    /// the name checked: the group's `sni`, else the server's address) by `deadline`.
+    async fn secure(
+        &self,
+        stream: TcpStream,
+        server: &ServerLocal,
+        deadline: std::time::Instant,
+    ) -> Result<UpStream, ProxyError> {
+        let Some(tls) = &self.group.tls else {
+            return Ok(UpStream::Plain(stream));
+        };
+        let name = match &tls.sni {
+            Some(n) => n.clone(),
+            None => rustls::pki_types::ServerName::IpAddress(server.addr.ip().into()),
+        };
+        let session = rustls::ClientConnection::new(tls.config.clone(), name)
+            .map_err(|_| ProxyError::UpstreamTls)?;
+        let mut t = Box::new(crate::tls::TlsStream::new(stream, session));
+        match self
+            .shard
+            .timers()
+            .timeout_at(deadline, t.handshake())
+            .await
+        {
+            Some(Ok(())) => Ok(UpStream::Tls(t)),
+            Some(Err(e)) => {
+                // The one place the reason is known (an expired or misnamed certificate,
+                // a server that does not speak TLS): the response only says 502.
+                crate::warn!(
+                    "upstream `{}` server {}: TLS handshake failed: {e}",
+                    self.group.name,
+                    server.addr
+                );
+                Err(ProxyError::UpstreamTls)
+            }
+            None => Err(ProxyError::ConnectTimeout),
+        }
+    }
+
     /// Counts `err` against `server` when the failure table says it counts.
     pub(super) fn failed(&self, server: &ServerLocal, err: ProxyError) {
         if err.counts_against_server(&self.group.fail_on_status) {
             self.shard.failed(server, self.group, err.reason());
         }
-    }
-}
-
-/// True unless a non-blocking peek shows the upstream closed (or reset) the socket.
-fn looks_alive(stream: &TcpStream) -> bool {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
-    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    let sock = socket2::SockRef::from(&fd);
-    let mut byte = [MaybeUninit::uninit(); 1];
-    // MSG_DONTWAIT: under io_uring the socket itself is blocking, and a plain peek on a
-    // healthy idle connection would park the whole worker until the upstream speaks.
-    match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
-        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-        // Data on an idle connection is a protocol error; EOF means closed.
-        Ok(_) => false,
     }
 }

@@ -96,6 +96,40 @@ where
         }
     }
 
+    /// For an idle (pooled) connection: takes in, without waiting, what the peer sent
+    /// since (TLS 1.3 session tickets, a close_notify); true while it may still carry
+    /// a request: nothing but handshake messages arrived and the peer did not close.
+    pub fn idle_check(&mut self) -> bool {
+        use std::os::fd::AsRawFd;
+        if self.rpos < self.rbuf.len() {
+            // Undelivered ciphertext: a response nobody asked for.
+            return false;
+        }
+        let fd = self.io.as_raw_fd();
+        let mut tmp = [0u8; 2048];
+        loop {
+            // SAFETY: `tmp` is writable for its length; `fd` belongs to `self.io`,
+            // which outlives the call. MSG_DONTWAIT: never park the worker.
+            let n =
+                unsafe { libc::recv(fd, tmp.as_mut_ptr().cast(), tmp.len(), libc::MSG_DONTWAIT) };
+            if n < 0 {
+                return io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock;
+            }
+            let Some(mut data) = tmp.get(..n as usize).filter(|d| !d.is_empty()) else {
+                return false;
+            };
+            while !data.is_empty() {
+                if self.session.read_tls(&mut data).is_err() {
+                    return false;
+                }
+                match self.session.process_new_packets() {
+                    Ok(s) if s.plaintext_bytes_to_read() == 0 && !s.peer_has_closed() => {}
+                    _ => return false,
+                }
+            }
+        }
+    }
+
     /// Gives back the read and write buffers while the connection is idle; the next
     /// read or write takes new ones.
     pub fn shed(&mut self) {

@@ -4,8 +4,8 @@
 //! have been closed by the upstream); stale ones are dropped on take and by the
 //! worker's sweep. A server removed by a reload has its stack cleared at once.
 
+use super::stream::UpStream;
 use crate::buf::Buf;
-use monoio::net::TcpStream;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 /// An open connection to an upstream server with its read buffer.
 #[derive(Debug)]
 pub struct UpConn {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The socket (plain or TLS).
+    pub stream: UpStream,
     /// Bytes read from the upstream and not yet relayed.
     pub buf: Buf,
     /// True when it came from the pool (it may have been closed meanwhile).

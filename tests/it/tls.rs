@@ -384,3 +384,203 @@ fn curl_fetches_through_tls_where_it_is_installed() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert_eq!(up.last().headers.get("x-forwarded-proto"), Some("https"));
 }
+
+// ---------------------------------------------------------------------------------
+// TLS to upstreams
+// ---------------------------------------------------------------------------------
+
+/// An HTTPS origin on 127.0.0.1:0 (rustls, one thread per connection): answers every
+/// request `200` with `sni=NAME` (the name the proxy sent, `-` for none), keep-alive.
+struct TlsOrigin {
+    addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TlsOrigin {
+    fn start(cert: &Path, key: &Path) -> TlsOrigin {
+        let files = vec![ringway::tls::CertFiles {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        }];
+        let config = ringway::tls::ServerTls::load(files)
+            .expect("origin certs")
+            .config;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the origin");
+        let addr = listener.local_addr().expect("its address");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { break };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let config = config.clone();
+                std::thread::spawn(move || https_answer(tcp, config));
+            }
+        });
+        TlsOrigin { addr, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn https_answer(tcp: TcpStream, config: Arc<rustls::ServerConfig>) {
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match tls.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        buf.drain(..end + 4);
+        let sni = tls.conn.server_name().unwrap_or("-").to_string();
+        let body = format!("sni={sni}");
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if tls.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A one-worker config to group `secure` over `origin` with `tls` set to `tls`.
+fn to_origin(origin: SocketAddr, tls: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n\
+         [upstreams.secure]\nservers = [\"{origin}\"]\ntls = {tls}\nmax_fails = 1000\n\n\
+         [[routes]]\npath_prefix = \"/\"\nupstream = \"secure\"\n"
+    )
+}
+
+#[test]
+fn a_tls_upstream_is_verified_against_its_ca_and_its_sessions_are_pooled() {
+    let pki = Pki::new("origin");
+    let (cert, key) = pki.leaf("origin", &["127.0.0.1"], false);
+    let origin = TlsOrigin::start(&cert, &key);
+    let ca = pki.path("ca.pem");
+    let tls = format!("{{ ca = \"{}\" }}", ca.display());
+    let (_proxy, addr) = start_proxy(&to_origin(origin.addr, &tls));
+    let mut c = Client::connect(addr);
+    for _ in 0..5 {
+        let r = c.get("/");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.text(), "sni=-", "an IP name sends no SNI");
+    }
+    assert_eq!(
+        origin.accepted(),
+        1,
+        "five requests on one pooled TLS connection"
+    );
+}
+
+#[test]
+fn the_configured_sni_is_sent_and_checked() {
+    let pki = Pki::new("origin-sni");
+    let (cert, key) = pki.leaf("origin", &["backend.test"], false);
+    let origin = TlsOrigin::start(&cert, &key);
+    let ca = pki.path("ca.pem");
+    let tls = format!("{{ sni = \"backend.test\", ca = \"{}\" }}", ca.display());
+    let (_proxy, addr) = start_proxy(&to_origin(origin.addr, &tls));
+    let r = Client::connect(addr).get("/");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), "sni=backend.test");
+}
+
+#[test]
+fn a_wrong_name_or_an_expired_certificate_is_refused_unless_verify_is_off() {
+    let pki = Pki::new("origin-bad");
+    let (misnamed, misnamed_key) = pki.leaf("misnamed", &["other.test"], false);
+    let (expired, expired_key) = pki.leaf("expired", &["backend.test"], true);
+    let ca = pki.path("ca.pem");
+    for (cert, key, what) in [
+        (&misnamed, &misnamed_key, "a certificate for another name"),
+        (&expired, &expired_key, "an expired certificate"),
+    ] {
+        let origin = TlsOrigin::start(cert, key);
+        let strict = format!("{{ sni = \"backend.test\", ca = \"{}\" }}", ca.display());
+        let (_proxy, addr) = start_proxy(&to_origin(origin.addr, &strict));
+        let r = Client::connect(addr).get("/");
+        assert_eq!(r.status, 502, "{what} must be refused: {r:?}");
+        let lax = "{ sni = \"backend.test\", verify = false }";
+        let (_proxy, addr) = start_proxy(&to_origin(origin.addr, lax));
+        let r = Client::connect(addr).get("/");
+        assert_eq!(r.status, 200, "{what} with verify = false: {r:?}");
+    }
+}
+
+#[test]
+fn tls_true_verifies_against_the_system_roots() {
+    let pki = Pki::new("origin-system");
+    let (cert, key) = pki.leaf("origin", &["127.0.0.1"], false);
+    let origin = TlsOrigin::start(&cert, &key);
+    let text = to_origin(origin.addr, "true");
+    if std::env::var_os("SSL_CERT_FILE").is_none()
+        && !Path::new("/etc/ssl/certs/ca-certificates.crt").exists()
+    {
+        // No bundle here (.ci/run installs ca-certificates): the config says so.
+        let err = ringway::config::Config::parse(&text, "t.toml").expect_err("no roots");
+        assert!(err.to_string().contains("no system CA bundle"), "{err}");
+        return;
+    }
+    // The test CA is in no system bundle: the origin's certificate is not trusted.
+    let (_proxy, addr) = start_proxy(&text);
+    let r = Client::connect(addr).get("/");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(origin.accepted(), 1, "the handshake was tried once");
+}
+
+#[test]
+fn a_plain_upstream_behind_tls_is_given_up_on_at_connect_timeout() {
+    // This upstream waits for a request head that never comes (a ClientHello has no
+    // blank line): the handshake counts against connect_timeout.
+    let up = Upstream::start("plain-behind-tls", Mode::Ok);
+    let text = to_origin(up.addr(), "{ verify = false }")
+        .replace("max_fails", "connect_timeout = \"300ms\"\nmax_fails");
+    let (_proxy, addr) = start_proxy(&text);
+    let r = Client::connect(addr).get("/");
+    assert_eq!(r.status, 504, "{r:?}");
+    assert_eq!(up.requests(), 0);
+}
+
+#[test]
+fn active_health_checks_speak_tls_to_a_tls_group() {
+    let pki = Pki::new("origin-health");
+    let (cert, key) = pki.leaf("origin", &["127.0.0.1"], false);
+    let origin = TlsOrigin::start(&cert, &key);
+    let tls = format!("{{ ca = \"{}\" }}", pki.path("ca.pem").display());
+    let text = to_origin(origin.addr, &tls).replace("max_fails = 1000\n", "")
+        + "\n[upstreams.secure.health]\npath = \"/\"\ninterval = \"50ms\"\nfall = 1\nrise = 1\n";
+    let text = text.replace(
+        "\n[[routes]]",
+        "\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]",
+    );
+    let (proxy, addr) = start_proxy(&text);
+    // Only the probe connects before any request: wait for several of its checks.
+    assert!(poll_until(Duration::from_secs(5), || origin.accepted() >= 1));
+    std::thread::sleep(Duration::from_millis(300));
+    let status = crate::admin::json(&crate::admin::call(
+        proxy.admin_addr().expect("admin"),
+        "GET",
+        "/status",
+        None,
+    ));
+    let server = &status["upstreams"]["secure"]["servers"][0];
+    assert_eq!(server["state"], "up", "{server}");
+    assert_eq!(
+        origin.accepted(),
+        1,
+        "one kept-alive TLS connection for every check"
+    );
+    assert_eq!(Client::connect(addr).get("/").status, 200);
+}
