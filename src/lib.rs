@@ -22,7 +22,8 @@
 //! - [`listen`]: binding one SO_REUSEPORT socket per worker per address.
 //! - [`worker`]: one pinned thread: runtime, accept loops, tick, bus updates.
 //! - [`shard`]: the per-core state a worker's connections share, and its generations.
-//! - [`client`]: the client stream and the facts of a connection (peer, listener, scheme).
+//! - [`client`]: the client stream (plain or TLS) and the facts of a connection.
+//! - [`tls`]: rustls sessions on monoio sockets, listener certificates, upstream configs.
 //! - [`proxy`]: one client connection, the whole request path top to bottom.
 //! - [`http`]: HTTP/1.1 heads, framing, chunked coding, rewrites and header edits, no I/O.
 //! - [`body`]: streams bodies between connections by their framing.

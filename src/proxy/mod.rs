@@ -13,7 +13,9 @@
 //!    (forwarding interim 1xx heads).
 //! 7. [`upstream`]: getting a connection: pool, balancer, connect with failover, and
 //!    the request's count against its server.
-//! 8. [`respond`]: answers the proxy makes itself, and closing a connection after one.
+//! 8. [`respond`]: answers the proxy makes itself (errors, the https redirect), and
+//!    closing a connection after one.
+//! 9. [`tunnel`]: after a 101 for an Upgrade the request asked for, bytes both ways.
 //!
 //! Runs as a task on its worker's runtime. Everything the hot path needs is owned by
 //! the task (buffers are reused across requests) or by its worker's `Shard` (pools,
