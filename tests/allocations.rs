@@ -31,11 +31,13 @@ use std::time::Duration;
 /// Measured with `[admin]` configured, so with metrics on: counting a request (route,
 /// method and status counters, both histograms, bytes) must not allocate either.
 const MAX_ALLOCS_PER_REQUEST: f64 = 0.0;
-/// The same for a request answered from the cache: a hit allocates nothing either. The
-/// one allocation in the window, when there is one, is the worker's report of which
-/// entries were read, sent to the control thread once a second (measured: 0 or 1 in
-/// 1,000 hits, depending on whether a report fell in the window).
-const MAX_ALLOCS_PER_HIT: f64 = 0.002;
+/// The same for a request answered from the cache: a hit allocates nothing either. What
+/// the window may hold is the worker's report of which entries were read, sent to the
+/// control thread once a second: a few allocations per report, on the worker and the
+/// control thread (this counts every thread). Measured: 0 in most runs, 5 when a report
+/// fell in the window on a slow run (epoll driver, CI, 2026-12-02). 0.01 allows two
+/// reports; an allocation per hit would be 1.0.
+const MAX_ALLOCS_PER_HIT: f64 = 0.01;
 
 /// Requests before the first snapshot: the upstream connection is opened and pooled,
 /// buffers and the runtime's slabs reach their working size.

@@ -81,9 +81,10 @@ impl Index {
 
     /// The ids read since the last call (each once).
     pub fn take_touched(&self) -> Vec<EntryId> {
-        let slots = std::mem::take(&mut *self.touched.borrow_mut());
-        slots
-            .iter()
+        // Drained, not taken: the list keeps its capacity for the next second's hits.
+        self.touched
+            .borrow_mut()
+            .drain(..)
             .map(|s| {
                 s.touched.set(false);
                 s.stored.id
