@@ -19,6 +19,13 @@ restarted at 10 s (see failover_once and loadtest/README.md).
 
 The cache-hit scenario starts the proxies with their caches on for CACHED_PATH and checks, before
 the runs and during each, that they answer it from their caches (see cache_check).
+
+The TLS scenarios (tls, tls-handshake, idle-tls) give every proxy a second listener, on its port + 10,
+that terminates TLS with the same certificate (ECDSA P-256, made per run with openssl) and the same
+protocol, cipher and group lists; the origin stays plain HTTP. wrk runs with an LD_PRELOAD shim
+(wrk_tls_shim.c, compiled per run) that stops it resuming sessions and reports what it negotiated.
+The websocket scenario adds a node WebSocket echo origin (ws/ws_bench.js, port base + 6) behind
+WS_PATH and drives it with the same script's load generator instead of wrk.
 """
 
 import argparse
@@ -31,6 +38,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -44,7 +52,8 @@ RINGWAY = os.path.join(REPO, "target", "release", "ringway")
 
 PROXIES = ["ringway", "nginx", "haproxy"]
 LABEL = {"ringway": "ringway", "nginx": "nginx", "haproxy": "HAProxy"}
-ALL_SCENARIOS = ["small", "churn", "large", "post", "cache-hit", "idle", "lowconc", "autocannon", "failover"]
+ALL_SCENARIOS = ["small", "churn", "large", "post", "cache-hit", "tls", "tls-handshake", "websocket", "idle",
+                 "idle-tls", "lowconc", "autocannon", "failover"]
 SCENARIO_ALIASES = {"lowconc": ["lowconc-1", "lowconc-8"]}
 
 SMALL_BODY = "hello world\n"  # 12 bytes
@@ -61,6 +70,27 @@ CACHE_HEADER = {"ringway": "x-cache", "nginx": "x-cache-status", "haproxy": "x-c
 CACHE_HIT_TARGETS = [("req/s", "nginx", ">=", 1.5), ("req/s", "haproxy", ">=", 1.2),
                      ("CPU µs/req", "nginx", "<=", 0.6)]
 
+# TLS: wrk against each proxy's TLS listener (its port + TLS_PORT_OFFSET), which terminates TLS with
+# the same certificate (ECDSA P-256, self-signed, made per run) and the same lists everywhere: what
+# ringway's rustls (ring provider) offers, in its order. The client (wrk, OpenSSL 3 defaults) picks:
+# rustls and nginx follow the client's order, HAProxy does with `prefer-client-ciphers`.
+TLS_SCENARIOS = ("tls", "tls-handshake")
+TLS_PORT_OFFSET = 10
+TLS13_SUITES = "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"
+TLS12_CIPHERS = ("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:"
+                 "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305")
+TLS_GROUPS = {"nginx": "X25519:prime256v1:secp384r1", "haproxy": "X25519:P-256:P-384"}
+# TLS targets (the TLS issue): (scenario, metric, other proxy, ringway/other must be, bound).
+TLS_TARGETS = [("tls", "req/s", "nginx", ">=", 1.2), ("tls", "CPU µs/req", "nginx", "<=", 0.85),
+               ("tls-handshake", "req/s", "nginx", ">=", 1.0)]
+
+# WebSocket: the path each proxy tunnels to the node echo origin (ws/ws_bench.js, port base + 6),
+# and the text message each connection sends and waits for, over and over.
+WS_PATH = "/ws"
+WS_MSG_SIZE = 32
+WS_DIR = os.path.join(HERE, "ws")
+WS_SCRIPT = os.path.join(WS_DIR, "ws_bench.js")
+
 # name -> (path, connections, extra wrk args, headline metric)
 WRK_SCENARIOS = {
     "small": ("/", 64, [], "rps"),
@@ -68,6 +98,12 @@ WRK_SCENARIOS = {
     "large": ("/static/1m.bin", 16, [], "bps"),
     "post": ("/post", 64, ["-s", "{workdir}/post.lua"], "rps"),
     "cache-hit": (CACHED_PATH, 64, [], "rps"),
+    # Over TLS (https:// to the proxy's TLS listener; the origin stays plain HTTP).
+    "tls": ("/", 64, [], "rps"),
+    "tls-handshake": ("/", 64, ["-H", "Connection: close"], "rps"),
+    # Not wrk: the node generator (ws/ws_bench.js), 64 WebSocket connections through WS_PATH, each
+    # sending a WS_MSG_SIZE-byte message and waiting for its echo; "rps" holds messages/s.
+    "websocket": (WS_PATH, 64, [], "rps"),
     "lowconc-1": ("/", 1, [], "rps"),
     "lowconc-8": ("/", 8, [], "rps"),
     # Not in the default set: a body too big to buffer, so every proxy streams it.
@@ -79,9 +115,15 @@ DESCRIPTION = {
     "large": "GET, 1 MiB body, 16 keep-alive connections (headline metric: bytes/s)",
     "post": "POST, 16 KiB body, 64 keep-alive connections",
     "cache-hit": f"GET {CACHED_PATH}, 12-byte body served from each proxy's own cache, 64 keep-alive connections",
+    "tls": "GET over TLS (proxy terminates, origin plain HTTP), 12-byte body, 64 keep-alive connections",
+    "tls-handshake": "GET over TLS, 12-byte body, 64 connections, `Connection: close`: a new connection and "
+                     "a full TLS handshake per request",
+    "websocket": f"WebSocket through each proxy to a node echo origin: 64 connections, each sending a "
+                 f"{WS_MSG_SIZE}-byte text message and waiting for its echo (headline: messages/s)",
     "lowconc-1": "GET, 12-byte body, 1 keep-alive connection",
     "lowconc-8": "GET, 12-byte body, 8 keep-alive connections",
     "idle": "idle keep-alive client connections, RSS growth per connection",
+    "idle-tls": "idle keep-alive TLS client connections, RSS growth per connection",
     "autocannon": "autocannon -c 64, GET 12-byte body, through ringway only",
     "upload": "POST, 1 MiB body (streamed), 16 keep-alive connections (opt-in scenario)",
     "failover": "three origins, origin #2 SIGKILLed at 1/3 of the run and restarted at 2/3; "
@@ -136,10 +178,11 @@ class Procs:
         self._save()
         return p
 
-    def run(self, name, argv, timeout):
-        """Runs a short-lived tool (wrk, autocannon) in its own group; returns (rc, stdout, stderr)."""
+    def run(self, name, argv, timeout, env=None):
+        """Runs a short-lived tool (wrk, autocannon) in its own group; returns (rc, stdout, stderr).
+        `env`: variables added to the environment (the TLS shim's LD_PRELOAD)."""
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             start_new_session=True)
+                             start_new_session=True, env=dict(os.environ, **env) if env else None)
         self.live[p.pid] = (p, name)
         self._save()
         try:
@@ -550,7 +593,7 @@ def origin_config(workdir, port, nofile, name="origin"):
 """
 
 
-def nginx_proxy_config(workdir, port, up_ports, nofile, failover=False, cache=False):
+def nginx_proxy_config(workdir, port, up_ports, nofile, failover=False, cache=False, tls=None, ws_port=None):
     d, head = nginx_common(workdir, "nginx", nofile, 20000)
     # nginx open source has no active health checks: in the failover scenario only passive ones
     # (one failure takes a server out for 2 s) and retries on errors and 502s (at most 2 retries).
@@ -582,6 +625,34 @@ def nginx_proxy_config(workdir, port, up_ports, nofile, failover=False, cache=Fa
             proxy_cache_lock on;
             add_header X-Cache-Status $upstream_cache_status always;
         }}""" if cache else ""
+    # TLS scenarios: a second listener on the same server block terminates TLS ($scheme is then
+    # https, so X-Forwarded-Proto and Forwarded say so). Session cache and tickets on, as ringway
+    # (rustls: in-memory cache, tickets) and HAProxy (shared cache, tickets) have by default.
+    tls_listen = f"""
+        listen 127.0.0.1:{tls['port']} ssl backlog=4096;
+        ssl_certificate {tls['cert']};
+        ssl_certificate_key {tls['key']};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers {TLS12_CIPHERS};
+        ssl_conf_command Ciphersuites {TLS13_SUITES};
+        ssl_ecdh_curve {TLS_GROUPS['nginx']};
+        ssl_prefer_server_ciphers off;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets on;""" if tls else ""
+    # websocket only: WS_PATH goes to the node echo origin with the Upgrade headers passed on.
+    ws_upstream = f"""
+    upstream wsup {{
+        server 127.0.0.1:{ws_port};
+    }}""" if ws_port else ""
+    ws_proxy = (proxy.replace("proxy_pass http://up;", "proxy_pass http://wsup;")
+                .replace('proxy_set_header Connection "";', 'proxy_set_header Upgrade $http_upgrade;\n'
+                         '            proxy_set_header Connection "upgrade";'))
+    ws_location = f"""
+        location {WS_PATH} {{
+            {ws_proxy}
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+        }}""" if ws_port else ""
     return d, head + f"""http {{
     access_log off;
     keepalive_timeout 60s;
@@ -601,18 +672,18 @@ def nginx_proxy_config(workdir, port, up_ports, nofile, failover=False, cache=Fa
         keepalive 64;
         keepalive_requests 100000000;
         keepalive_timeout 60s;
-    }}
+    }}{ws_upstream}
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port} backlog=4096;{tls_listen}
         location / {{
             {proxy}
-        }}{cache_location}
+        }}{cache_location}{ws_location}
     }}
 }}
 """
 
 
-def haproxy_config(workdir, port, up_ports, maxconn, failover=False, cache=False):
+def haproxy_config(workdir, port, up_ports, maxconn, failover=False, cache=False, tls=None, ws_port=None):
     d = os.path.join(workdir, "haproxy")
     os.makedirs(d, exist_ok=True)
     check = " check inter 200ms fall 2 rise 2" if failover else ""
@@ -637,6 +708,28 @@ cache rwcache
     max-object-size 1048576
     max-age 3600
 """ if cache else ""
+    # websocket only: WS_PATH goes to the node echo origin; HAProxy tunnels the upgraded connection
+    # itself (http mode), with `timeout tunnel` as long as ringway's and nginx's.
+    use_ws = f"    use_backend ws if {{ path_beg {WS_PATH} }}\n" if ws_port else ""
+    ws = f"""
+backend ws
+    timeout tunnel 1h
+    server w1 127.0.0.1:{ws_port}
+""" if ws_port else ""
+    # TLS scenarios: a second frontend terminates TLS (cert and key in one file), with the same
+    # headers saying https, the same routing. Session cache (tune.ssl.cachesize, 20000 entries) and
+    # tickets stay at HAProxy's defaults (on).
+    fe_tls = f"""
+frontend fe_tls
+    bind 127.0.0.1:{tls['port']} ssl crt {tls['combined']} ssl-min-ver TLSv1.2 ciphers {TLS12_CIPHERS} ciphersuites {TLS13_SUITES} curves {TLS_GROUPS['haproxy']} prefer-client-ciphers alpn http/1.1
+    maxconn {maxconn}
+    http-request set-header X-Forwarded-Proto https
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header Forwarded "for=%[src];host=\\"%[req.hdr(host)]\\";proto=https"
+    http-request add-header Via "1.1 haproxy"
+    http-response add-header Via "1.1 haproxy"
+{use_cached}{use_ws}    default_backend up
+""" if tls else ""
     return d, f"""# generated by loadtest/compare.py
 global
     nbthread 1
@@ -663,14 +756,14 @@ frontend fe
     http-request set-header Forwarded "for=%[src];host=\\"%[req.hdr(host)]\\";proto=http"
     http-request add-header Via "1.1 haproxy"
     http-response add-header Via "1.1 haproxy"
-{use_cached}    default_backend up
-
+{use_cached}{use_ws}    default_backend up
+{fe_tls}
 backend up
 {backend}{servers}
-{cached}"""
+{cached}{ws}"""
 
 
-def ringway_config(workdir, port, up_ports, failover=False, cache=False):
+def ringway_config(workdir, port, up_ports, failover=False, cache=False, tls=None, ws_port=None):
     d = os.path.join(workdir, "ringway")
     os.makedirs(d, exist_ok=True)
     servers = ", ".join(f'"127.0.0.1:{p}"' for p in up_ports)
@@ -681,9 +774,17 @@ def ringway_config(workdir, port, up_ports, failover=False, cache=False):
     # cache-hit only: a route that caches, before the catch-all, and the cache's size.
     cache_route = (f'\n[cache]\nmax_bytes = "256MiB"\n\n[[routes]]\npath_prefix = "{CACHED_PATH}"\n'
                    'upstream = "up"\ncache = true\n') if cache else ""
+    # TLS scenarios: a second listen entry that terminates TLS (rustls defaults: in-memory session
+    # cache, TLS 1.3 tickets that refer to it).
+    listen = (f'["127.0.0.1:{port}", {{ addr = "127.0.0.1:{tls["port"]}", tls = {{ cert = "{tls["cert"]}", '
+              f'key = "{tls["key"]}" }} }}]') if tls else f'"127.0.0.1:{port}"'
+    # websocket only: WS_PATH goes to the node echo origin (upgrade_protocols defaults to
+    # ["websocket"], tunnel_idle_timeout to 1h).
+    ws_route = (f'\n[upstreams.ws]\nservers = ["127.0.0.1:{ws_port}"]\nconnect_timeout = "3s"\n\n'
+                f'[[routes]]\npath_prefix = "{WS_PATH}"\nupstream = "ws"\n') if ws_port else ""
     return d, f"""# generated by loadtest/compare.py
 [server]
-listen = "127.0.0.1:{port}"
+listen = {listen}
 workers = 1
 header_timeout = "10s"
 keepalive_timeout = "60s"
@@ -693,7 +794,7 @@ servers = [{servers}]
 keepalive = 64
 keepalive_timeout = "60s"
 connect_timeout = "3s"
-{health}{cache_route}
+{health}{cache_route}{ws_route}
 [[routes]]
 path_prefix = "/"
 upstream = "up"
@@ -855,9 +956,19 @@ class Harness:
         self.idle = {}  # proxy -> [idle dict]
         self.echo = {}  # proxy -> echo body seen by the origin
         self.cache_seen = {}  # proxy -> what the cache-hit check saw
+        self.idle_tls = {}  # proxy -> [idle dict], idle-tls scenario
+        self.echo_tls = {}  # proxy -> echo body seen by the origin, through the TLS listener
+        self.tls_seen = {}  # proxy -> what openssl s_client negotiated with its TLS listener
+        self.skipped = {}  # scenario -> why it did not run
+        self.tls_files = None  # {"cert", "key", "combined"} once made (write_static)
+        self.shim = None  # the compiled wrk TLS shim (.so), if a C compiler was found
+        self.shim_error = None
+        self.ws_origin = None  # the websocket scenario's node echo origin
         base = args.base_port
         self.port = {"origin": base, "ringway": base + 1, "nginx": base + 2, "haproxy": base + 3,
-                     "origin2": base + 4, "origin3": base + 5, "dead": base + 9}
+                     "origin2": base + 4, "origin3": base + 5, "ws_origin": base + 6, "dead": base + 9}
+        for name in PROXIES:  # the TLS listeners: the proxy's port + 10
+            self.port[name + "_tls"] = self.port[name] + TLS_PORT_OFFSET
         self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.origin = None
         self.running = {}  # proxy -> Popen
@@ -878,9 +989,23 @@ class Harness:
             self.bin["autocannon"] = which("autocannon")
             if not self.bin["autocannon"]:
                 missing.append("autocannon")
+        if self.wants_tls(scenarios):
+            self.bin["openssl"] = which("openssl")
+            if not self.bin["openssl"]:
+                missing.append("openssl")
+            self.bin["cc"] = which("cc") or which("gcc")
         if missing:
             raise HarnessError(f"not found: {', '.join(missing)}. Run loadtest/setup.sh first "
-                               "(it installs nginx, haproxy, wrk and autocannon and builds ringway).")
+                               "(it installs nginx, haproxy, wrk, openssl, autocannon, node and the "
+                               "websocket scenario's npm package, and builds ringway).")
+        if "websocket" in scenarios:
+            # Skipped (with a clear message), not an error: node and the ws package are only for it.
+            self.bin["node"] = which("node")
+            if not self.bin["node"]:
+                self.skip("websocket", "node not found (loadtest/setup.sh installs nodejs and npm)")
+            elif not os.path.isdir(os.path.join(WS_DIR, "node_modules", "ws")):
+                self.skip("websocket", f"{os.path.relpath(WS_DIR, REPO)}/node_modules is missing: run "
+                          f"`npm ci --prefix {os.path.relpath(WS_DIR, REPO)}` (loadtest/setup.sh does)")
 
         ncpu = os.cpu_count() or 1
         for what, cpu in (("--proxy-cpu", self.args.proxy_cpu), ("--load-cpu", self.args.load_cpu)):
@@ -899,9 +1024,17 @@ class Harness:
             self.check_release_binary()
             self.bin["ringway"] = RINGWAY
 
-        # The failover scenario's origins #2 and #3 are checked only when it runs.
-        needed = {k: v for k, v in self.port.items()
-                  if "failover" in scenarios or k not in ("origin2", "origin3")}
+        # The failover scenario's origins #2 and #3, the websocket origin and the TLS listeners are
+        # checked only when a scenario that uses them runs.
+        def needs(k):
+            if k in ("origin2", "origin3"):
+                return "failover" in scenarios
+            if k == "ws_origin":
+                return "websocket" in scenarios and "websocket" not in self.skipped
+            if k.endswith("_tls"):
+                return self.wants_tls(scenarios)
+            return True
+        needed = {k: v for k, v in self.port.items() if needs(k)}
         busy_ports = [p for p in sorted(set(needed.values())) if port_in_use(p)]
         if busy_ports:
             p = busy_ports[0]
@@ -929,6 +1062,11 @@ class Harness:
             self.notes.append(f"open-file limit {self.nofile} (could not raise it to 65536): HAProxy "
                               f"`maxconn {fit}` instead of {self.args.haproxy_maxconn}")
             self.args.haproxy_maxconn = fit
+        n = min(self.args.idle_tls_conns, self.args.haproxy_maxconn - 50, self.nofile - 200)
+        if "idle-tls" in scenarios and n < self.args.idle_tls_conns:
+            warn(f"idle-tls scenario uses {n} connections instead of {self.args.idle_tls_conns}")
+            self.notes.append(f"idle-tls: {n:,} connections per proxy instead of {self.args.idle_tls_conns:,}")
+            self.args.idle_tls_conns = n
         n = min(self.args.idle_conns, self.args.haproxy_maxconn - 50, self.nofile - 200)
         if "idle" in scenarios and n < self.args.idle_conns:
             warn(f"idle scenario uses {n} connections instead of {self.args.idle_conns} (open-file limit "
@@ -936,6 +1074,16 @@ class Harness:
             self.notes.append(f"idle: {n:,} connections per proxy instead of {self.args.idle_conns:,}, to fit "
                               f"the open-file limit {self.nofile} and HAProxy maxconn {self.args.haproxy_maxconn}")
             self.args.idle_conns = n
+
+    @staticmethod
+    def wants_tls(scenarios):
+        return any(s in TLS_SCENARIOS or s == "idle-tls" for s in scenarios)
+
+    def skip(self, scenario, why):
+        """A scenario that cannot run here: said loudly, listed in the report, not a failure."""
+        if scenario not in self.skipped:
+            self.skipped[scenario] = why
+            warn(f"scenario {scenario} is SKIPPED: {why}")
 
     def check_release_binary(self):
         newest, newest_path = 0.0, None
@@ -999,6 +1147,15 @@ class Harness:
         }
         if self.bin.get("autocannon"):
             v["autocannon"] = tool_version([self.bin["autocannon"], "--version"], r"autocannon v?(\S+)")
+        if self.bin.get("openssl"):
+            v["openssl"] = tool_version([self.bin["openssl"], "version"], r"OpenSSL (\S+)")
+        if self.bin.get("node") and "websocket" not in self.skipped:
+            try:
+                with open(os.path.join(WS_DIR, "node_modules", "ws", "package.json")) as f:
+                    wsv = json.load(f).get("version", "?")
+            except (OSError, ValueError):
+                wsv = "?"
+            v["node"] = tool_version([self.bin["node"], "--version"], r"v?(\S+)") + f" (ws {wsv})"
         return v
 
     # ---- files
@@ -1018,6 +1175,49 @@ class Harness:
         for p in (self.workdir, os.path.join(self.workdir, "www"), www):
             os.chmod(p, 0o755)
         os.chmod(os.path.join(www, "1m.bin"), 0o644)
+
+    def write_tls(self, scenarios):
+        """Once per run, for the TLS scenarios: the certificate all three proxies serve (ECDSA
+        P-256, self-signed, CN 127.0.0.1, SAN IP:127.0.0.1 and DNS:localhost; nobody verifies it),
+        and the wrk shim (wrk_tls_shim.c) compiled into the workdir."""
+        if not self.wants_tls(scenarios):
+            return
+        d = os.path.join(self.workdir, "tls")
+        os.makedirs(d, exist_ok=True)
+        cert, key, combined = (os.path.join(d, f) for f in ("cert.pem", "key.pem", "combined.pem"))
+        r = subprocess.run([self.bin["openssl"], "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise HarnessError(f"openssl could not make the test certificate:\n{r.stdout}{r.stderr}")
+        with open(combined, "w") as out:  # HAProxy: certificate and key in one file
+            for f in (cert, key):
+                with open(f) as src:
+                    out.write(src.read())
+        for f in (cert, key, combined):
+            os.chmod(f, 0o644)  # a throwaway key, readable by nginx workers whoever they run as
+        os.chmod(d, 0o755)
+        self.tls_files = {"cert": cert, "key": key, "combined": combined}
+        src = os.path.join(HERE, "wrk_tls_shim.c")
+        so = os.path.join(self.workdir, "wrk_tls_shim.so")
+        if not self.bin.get("cc"):
+            self.shim_error = "no C compiler (cc) to build loadtest/wrk_tls_shim.c (loadtest/setup.sh installs gcc)"
+        else:
+            r = subprocess.run([self.bin["cc"], "-O2", "-shared", "-fPIC", "-o", so, src, "-ldl"],
+                               capture_output=True, text=True, timeout=60)
+            if r.returncode == 0:
+                self.shim = so
+            else:
+                self.shim_error = f"cc {os.path.relpath(src, REPO)} failed: {(r.stdout + r.stderr).strip()[-300:]}"
+        if self.shim is None:
+            # Without it wrk resumes TLS sessions on every reconnect: tls-handshake would not measure
+            # full handshakes. tls (keep-alive) runs anyway, without wrk's own account of the handshakes.
+            if "tls-handshake" in scenarios:
+                self.skip("tls-handshake", f"{self.shim_error}; without the shim wrk resumes TLS sessions, "
+                                           "so the scenario would not measure full handshakes")
+            elif "tls" in scenarios:
+                warn(f"{self.shim_error}: tls runs without wrk's count of its handshakes")
 
     # ---- start/stop
 
@@ -1044,14 +1244,18 @@ class Harness:
         if r.returncode != 0:
             raise HarnessError(f"{what} config {path} is invalid:\n{r.stdout}{r.stderr}")
 
-    def start_proxy(self, name, up_ports=None, failover=False, cache=False):
+    def start_proxy(self, name, up_ports=None, failover=False, cache=False, tls=False, ws=False):
+        """tls: also a TLS listener on the proxy's port + TLS_PORT_OFFSET; ws: WS_PATH to the
+        websocket echo origin."""
         if up_ports is None:
             up_ports = [self.port["dead"] if self.args.dead_upstream == name else self.port["origin"]]
         up = up_ports
         port = self.port[name]
+        tls = dict(self.tls_files, port=self.port[name + "_tls"]) if tls else None
+        ws_port = self.port["ws_origin"] if ws else None
         taskset = [self.bin["taskset"], "-c", str(self.args.proxy_cpu)]
         if name == "ringway":
-            d, conf = ringway_config(self.workdir, port, up, failover, cache)
+            d, conf = ringway_config(self.workdir, port, up, failover, cache, tls, ws_port)
             path = os.path.join(d, "ringway.toml")
             with open(path, "w") as f:
                 f.write(conf)
@@ -1060,14 +1264,15 @@ class Harness:
                 raise HarnessError(f"ringway check -c {path} failed:\n{r.stdout}{r.stderr}")
             argv = taskset + [self.bin["ringway"], "run", "-c", path, "--workers", "1"]
         elif name == "nginx":
-            d, conf = nginx_proxy_config(self.workdir, port, up, self.nofile, failover, cache)
+            d, conf = nginx_proxy_config(self.workdir, port, up, self.nofile, failover, cache, tls, ws_port)
             path = os.path.join(d, "nginx.conf")
             with open(path, "w") as f:
                 f.write(conf)
             argv = taskset + [self.bin["nginx"], "-p", d, "-c", path, "-e", os.path.join(d, "error.log")]
             self.nginx_test(argv, path, os.path.join(d, "stdout.log"), "proxy nginx")
         else:
-            d, conf = haproxy_config(self.workdir, port, up, self.args.haproxy_maxconn, failover, cache)
+            d, conf = haproxy_config(self.workdir, port, up, self.args.haproxy_maxconn, failover, cache, tls,
+                                     ws_port)
             path = os.path.join(d, "haproxy.cfg")
             with open(path, "w") as f:
                 f.write(conf)
@@ -1080,11 +1285,28 @@ class Harness:
             f.write(f"=== start {time.strftime('%H:%M:%S')}: {' '.join(argv)}\n")
         p = self.procs.start(name, argv, logpath)
         wait_listening(port, p, logpath, name)
-        log(f"   started {LABEL[name]} on 127.0.0.1:{port}, pid {p.pid}")
+        if tls:
+            wait_listening(tls["port"], p, logpath, f"{name} (TLS listener)")
+        log(f"   started {LABEL[name]} on 127.0.0.1:{port}" + (f" and TLS on {tls['port']}" if tls else "")
+            + f", pid {p.pid}")
         self.running[name] = p
         self.logpath = getattr(self, "logpath", {})
         self.logpath[name] = logpath
         return p
+
+    def start_ws_origin(self):
+        """The websocket scenario's echo origin: node ws_bench.js origin, on the load CPU."""
+        d = os.path.join(self.workdir, "ws-origin")
+        os.makedirs(d, exist_ok=True)
+        logpath = os.path.join(d, "stdout.log")
+        port = self.port["ws_origin"]
+        # --workdir (ignored by the script) puts the temp dir in the command line, by which compare.sh
+        # recognises leftovers if this driver is killed hard.
+        argv = [self.bin["taskset"], "-c", str(self.args.load_cpu), self.bin["node"], WS_SCRIPT, "origin",
+                "--port", str(port), "--workdir", self.workdir]
+        self.ws_origin = self.procs.start("ws-origin", argv, logpath)
+        wait_listening(port, self.ws_origin, logpath, "websocket echo origin (node)")
+        log(f"   started the websocket echo origin (node) on 127.0.0.1:{port}, pid {self.ws_origin.pid}")
 
     def stop_proxy(self, name):
         p = self.running.pop(name, None)
@@ -1097,6 +1319,9 @@ class Harness:
         if self.origin is not None:
             self.procs.stop(self.origin)
             self.origin = None
+        if self.ws_origin is not None:
+            self.procs.stop(self.ws_origin)
+            self.ws_origin = None
         for p in self.fo_origins:
             if p is not None:
                 self.procs.stop(p)
@@ -1120,23 +1345,86 @@ class Harness:
 
     # ---- sanity check: one request through each proxy, to the origin's /echo
 
-    def sanity(self, name):
-        port = self.port[name]
+    def sanity(self, name, tls=False):
+        """tls: through the proxy's TLS listener, and the origin must have been told https."""
+        port = self.port[name + "_tls" if tls else name]
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            with connect(port, 5, tls) as s:
                 s.sendall(f"GET /echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
                 status, headers, body = read_response(s)
         except OSError as e:
             return f"request failed: {e}"
         via = headers.get("via", "")
-        self.echo[name] = body.decode(errors="replace").strip()
+        echo = self.echo_tls if tls else self.echo
+        echo[name] = body.decode(errors="replace").strip()
         problems = []
         if status != 200:
             problems.append(f"status {status}")
         if not via:
             problems.append("no Via header in the response")
-        if status == 200 and "xff=127.0.0.1" not in self.echo[name]:
+        if status == 200 and "xff=127.0.0.1" not in echo[name]:
             problems.append("origin saw no X-Forwarded-For: 127.0.0.1")
+        if tls and status == 200 and "xfp=https" not in echo[name]:
+            problems.append("origin saw no X-Forwarded-Proto: https")
+        return "; ".join(problems) or None
+
+    # ---- TLS: what each proxy's TLS listener negotiates with an OpenSSL 3 client (wrk's library,
+    # with its defaults), once per proxy and run
+
+    def tls_check(self, name):
+        """Three `openssl s_client` handshakes with the TLS listener, each sending GET / and reading
+        the answer (so that session tickets arrive): the default (TLS 1.3), a resumption of the
+        session it got, and TLS 1.2 forced. Sets self.tls_seen[name]; returns what went wrong."""
+        port = self.port[name + "_tls"]
+        sess = os.path.join(self.workdir, "tls", f"{name}.session")
+        req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+        def s_client(extra):
+            argv = [self.bin["openssl"], "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+                    "-msg", "-ign_eof"] + extra
+            try:
+                r = subprocess.run(argv, input=req, capture_output=True, timeout=10)
+            except subprocess.TimeoutExpired:
+                return ""
+            return (r.stdout + r.stderr).decode(errors="replace")
+
+        def hs(out):
+            m = re.search(r"^(New|Reused), (TLSv[\d.]+), Cipher is (\S+)", out, re.M)
+            return (m.group(1), m.group(2), m.group(3)) if m else None
+
+        full, again, v12 = s_client(["-sess_out", sess]), s_client(["-sess_in", sess]), s_client(["-tls1_2"])
+        def status(out):
+            m = re.search(r"^HTTP/1\.1 (\d+)", out, re.M)
+            return m.group(1) if m else "no response"
+
+        problems = []
+        h = hs(full)
+        if h is None:
+            problems.append("no TLS handshake: " + " ".join(full.strip().splitlines()[-3:])[-300:])
+        elif status(full) != "200":
+            problems.append(f"GET / over TLS: {status(full)}")
+        group = re.search(r"^(?:Server Temp Key|Negotiated TLS1.3 group): ([^,\n]+)", full, re.M)
+        sig = re.search(r"^Peer signature type: (\S+)", full, re.M)
+        dig = re.search(r"^Peer signing digest: (\S+)", full, re.M)
+        tickets = len(re.findall(r"^<<< .*NewSessionTicket", full, re.M))
+        r = hs(again)
+        h12 = hs(v12)
+        if h12 is None:
+            problems.append("no TLS 1.2 handshake: " + " ".join(v12.strip().splitlines()[-3:])[-300:])
+        elif status(v12) != "200":
+            problems.append(f"GET / over TLS 1.2: {status(v12)}")
+        t12 = []
+        if re.search(r"^<<< .*NewSessionTicket", v12, re.M):
+            t12.append("a session ticket")
+        if re.search(r"^\s*Session-ID: [0-9A-F]+\s*$", v12, re.M):
+            t12.append("a session ID")
+        self.tls_seen[name] = (
+            (f"{h[1]} {h[2]}" if h else "no handshake") + f", {group.group(1) if group else '?'}, "
+            f"{sig.group(1) if sig else '?'}/{dig.group(1) if dig else '?'} signature, "
+            f"{tickets} session ticket(s) per handshake, a resumption offering one is "
+            + ("accepted" if r and r[0] == "Reused" else "**refused**")
+            + f"; TLS 1.2 forced: {h12[2] if h12 else '**failed**'}"
+            + (f" (gives {' and '.join(t12)})" if t12 else ""))
         return "; ".join(problems) or None
 
     # ---- cache-hit: two GETs through each proxy, the second must come from its cache
@@ -1175,10 +1463,21 @@ class Harness:
 
     # ---- wrk
 
+    def load(self, scenario, name, seconds, record=True):
+        """One run of the scenario's load generator against one proxy: wrk, or for websocket the
+        node generator. Both return the same run dict."""
+        if scenario == "websocket":
+            return self.ws_load(scenario, name, seconds, record)
+        return self.wrk(scenario, name, seconds, record)
+
     def wrk(self, scenario, name, seconds, record=True):
         path, conns, extra, _ = WRK_SCENARIOS[scenario]
         extra = [a.replace("{workdir}", self.workdir) for a in extra]
-        url = f"http://127.0.0.1:{self.port[name]}{path}"
+        tls = scenario in TLS_SCENARIOS
+        url = (f"https://127.0.0.1:{self.port[name + '_tls']}{path}" if tls
+               else f"http://127.0.0.1:{self.port[name]}{path}")
+        # TLS: the shim makes every connection a full handshake and counts what wrk negotiated.
+        env = {"LD_PRELOAD": self.shim, "RW_TLS_NORESUME": "1"} if tls and self.shim else None
         argv = [self.bin["taskset"], "-c", str(self.args.load_cpu), self.bin["wrk"], "-t1", f"-c{conns}",
                 f"-d{seconds}s", "--latency", "--timeout", "5s"] + extra + [url]
         cpu_pids, rss_pid = self.measured_pids(name)
@@ -1186,7 +1485,7 @@ class Harness:
         origin0 = stub_requests(self.port["origin"]) if cached else None
         snap = self.snapshot(cpu_pids)
         t0 = snap["proxy"]
-        rc, out, err = self.procs.run("wrk", argv, timeout=seconds + 60)
+        rc, out, err = self.procs.run("wrk", argv, timeout=seconds + 60, env=env)
         t1 = cpu_ticks(cpu_pids) if self.alive(name) else None
         noise = self.noise(snap, cpu_pids, t1 is not None)
         origin1 = stub_requests(self.port["origin"]) if cached else None
@@ -1200,7 +1499,15 @@ class Harness:
             r["cpu_us"] = (t1 - t0) * 1e6 / CLK_TCK / r["requests"]
         if not r["requests"]:
             r["p50"] = r["p99"] = r["bps"] = None
-        r["problems"] = self.problems(r, name)
+        r["problems"] = self.problems(r, name, tls)
+        r["tls"] = parse_shim(err) if tls else None
+        if tls and env:
+            t = r["tls"]
+            if t is None:
+                r["problems"].append("no handshake count from the TLS shim (was wrk_tls_shim.so loaded?)")
+            elif t["resumed"]:
+                r["problems"].append(f"wrk resumed {t['resumed']:,} of {t['handshakes']:,} TLS sessions: not "
+                                     "full handshakes")
         if cached:
             # What the origin served during the run (its stub_status counter counts the second
             # read itself): a proxy answering from its cache sends it nothing.
@@ -1215,9 +1522,53 @@ class Harness:
                 f.write(f"==== {scenario} {name}: {' '.join(argv)}\n{out}{err}\n")
         return r
 
+    def ws_load(self, scenario, name, seconds, record=True):
+        """The websocket scenario's run: node ws_bench.js load through the proxy for `seconds`.
+        requests = round trips (every echo that came back), rps = round trips/s in the window,
+        non2xx = upgrades not answered 101, sock = the generator's other errors."""
+        path, conns, _, _ = WRK_SCENARIOS[scenario]
+        url = f"ws://127.0.0.1:{self.port[name]}{path}"
+        argv = [self.bin["taskset"], "-c", str(self.args.load_cpu), self.bin["node"], WS_SCRIPT, "load",
+                "--url", url, "--conns", str(conns), "--duration", str(seconds), "--size", str(WS_MSG_SIZE),
+                "--workdir", self.workdir]
+        cpu_pids, rss_pid = self.measured_pids(name)
+        snap = self.snapshot(cpu_pids)
+        t0 = snap["proxy"]
+        rc, out, err = self.procs.run("ws-load", argv, timeout=seconds + 60)
+        t1 = cpu_ticks(cpu_pids) if self.alive(name) else None
+        noise = self.noise(snap, cpu_pids, t1 is not None)
+        r = {"requests": None, "rps": None, "bps": None, "p50": None, "p99": None, "non2xx": 0, "sock": {},
+             "raw": out + err, "rc": rc, "ws": None}
+        bad_json = None
+        try:
+            j = json.loads(out.strip().splitlines()[-1])
+            r.update(requests=j["total"], rps=j["mps"], p50=j["p50_ms"], p99=j["p99_ms"],
+                     non2xx=j["errors"]["unexpected_response"], ws=j)
+            r["sock"] = {k: v for k, v in j["errors"].items() if k != "unexpected_response"}
+            if rc == 1:
+                r["rc"] = 0  # it exits 1 on errors, which are counted above
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            bad_json = f"could not read the generator's JSON ({e or type(e).__name__}); stderr: {err.strip()[-300:]}"
+        r["hwm"] = status_kb(rss_pid, "VmHWM") * 1024 if self.alive(name) else None
+        r["cpu_us"] = (t1 - t0) * 1e6 / CLK_TCK / r["requests"] if (t1 is not None and r["requests"]) else None
+        r["foreign"], r["foreign_load"], r["busy"], r["busy_load"] = noise
+        r["problems"] = self.problems(r, name)
+        if bad_json:
+            r["problems"].insert(0, bad_json)
+        elif r["ws"]["opened"] < conns:
+            r["problems"].append(f"only {r['ws']['opened']} of {conns} WebSocket connections opened")
+        if r["ws"] and r["ws"]["samples"] and (r["non2xx"] or any(r["sock"].values())):
+            r["problems"].append("first errors: " + " | ".join(r["ws"]["samples"][:3]))
+        if record:
+            with open(os.path.join(self.workdir, "wrk.log"), "a") as f:
+                f.write(f"==== {scenario} {name}: {' '.join(argv)}\n{out}{err}\n")
+        return r
+
     def snapshot(self, proxy_pids):
         """Everything needed to tell, after a run, how much of each CPU went to other work."""
         origin = [self.origin.pid] + proc_children(self.origin.pid) if self.origin else []
+        if self.ws_origin is not None:  # the websocket echo origin (node) shares the load CPU
+            origin.append(self.ws_origin.pid)
         return {"proxy_cpu": cpu_stat(self.args.proxy_cpu), "load_cpu": cpu_stat(self.args.load_cpu),
                 "proxy": cpu_ticks(proxy_pids), "origin": cpu_ticks(origin) if origin else 0,
                 "origin_pids": origin, "children": children_ticks(), "self": self_ticks()}
@@ -1247,7 +1598,7 @@ class Harness:
             log(f"   (machine {b:.0f}% busy before this run: other work is running)")
         return b
 
-    def problems(self, r, name):
+    def problems(self, r, name, tls=False):
         p = []
         if r["rc"] is None:
             p.append("load generator timed out")
@@ -1266,15 +1617,16 @@ class Harness:
             p.append(f"{name} DIED (exit code {self.running[name].returncode}); log tail:\n"
                      + tail(self.logpath[name], 8))
         else:
-            bad = self.probe(name)
+            bad = self.probe(name, tls)
             if bad:
-                p.append(f"afterwards a plain GET through {name}: {bad}")
+                p.append(f"afterwards a plain GET through {name}{' over TLS' if tls else ''}: {bad}")
         return p
 
-    def probe(self, name):
-        """None if the proxy answers GET / with 200 within 3 s, else what went wrong."""
+    def probe(self, name, tls=False):
+        """None if the proxy answers GET / with 200 within 3 s (tls: on its TLS listener), else what
+        went wrong."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port[name]), timeout=3) as s:
+            with connect(self.port[name + "_tls" if tls else name], 3, tls) as s:
                 s.settimeout(3)
                 s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 status = read_response(s)[0]
@@ -1291,12 +1643,25 @@ class Harness:
         log(f"\n== {scenario}: {DESCRIPTION[scenario]}")
         self.start_origin()
         cache = scenario == "cache-hit"
+        tls = scenario in TLS_SCENARIOS
+        ws = scenario == "websocket"
+        if ws:
+            self.start_ws_origin()
         not_cached = {}  # proxy -> why its cache-hit numbers do not count
         for name in PROXIES:
-            self.start_proxy(name, cache=cache)
+            self.start_proxy(name, cache=cache, tls=tls, ws=ws)
             bad = self.sanity(name)
             if bad:
                 self.fail(scenario, name, f"sanity check through /echo: {bad}")
+            if tls:
+                bad = self.sanity(name, tls=True)
+                if bad:
+                    self.fail(scenario, name, f"sanity check through /echo over TLS: {bad}")
+                if name not in self.tls_seen:  # once per proxy and run
+                    bad = self.tls_check(name)
+                    if bad:
+                        self.fail(scenario, name, f"openssl s_client: {bad}")
+                    log(f"   {LABEL[name]} TLS (openssl s_client): {self.tls_seen[name]}")
             if cache:
                 bad = self.cache_check(name)
                 if bad:
@@ -1309,7 +1674,7 @@ class Harness:
         log(f"   warm-up round ({a.warmup}s each)")
         for name in order:
             if self.alive(name):
-                r = self.wrk(scenario, name, a.warmup, record=True)
+                r = self.load(scenario, name, a.warmup, record=True)
                 if r["problems"]:
                     self.fail(scenario, name, "warm-up: " + "; ".join(r["problems"]))
         for rnd in range(a.rounds):
@@ -1318,7 +1683,7 @@ class Harness:
                 if not self.alive(name):
                     continue
                 busy = self.between_rounds()
-                r = self.wrk(scenario, name, a.duration)
+                r = self.load(scenario, name, a.duration)
                 r["busy_before"] = busy
                 if name in not_cached:
                     r["problems"].insert(0, not_cached[name])
@@ -1329,56 +1694,72 @@ class Harness:
                     if r[key] is not None and r[key] > NOISY_PCT:
                         noise += f"  [other work took {r[key]:.0f}% of CPU {cpu}]"
                 origin = f"  origin {fmt_num(r['origin_reqs'])} req" if cache else ""
-                log(f"   round {rnd + 1}/{a.rounds} {LABEL[name]:8} {fmt_num(r['rps']):>10} req/s  "
+                if tls and r["tls"]:
+                    origin += f"  {r['tls']['handshakes']:,} TLS handshakes, {r['tls']['resumed']:,} resumed"
+                unit = "msg" if ws else "req"
+                log(f"   round {rnd + 1}/{a.rounds} {LABEL[name]:8} {fmt_num(r['rps']):>10} {unit}/s  "
                     f"{fmt_bytes(r['bps'])}/s  p99 {fmt_ms(r['p99'])}  "
-                    f"cpu {fmt_num(r['cpu_us'], 1)} µs/req  busy CPU {a.proxy_cpu}/{a.load_cpu} "
+                    f"cpu {fmt_num(r['cpu_us'], 1)} µs/{unit}  busy CPU {a.proxy_cpu}/{a.load_cpu} "
                     f"{fmt_pct(r.get('busy'))}/{fmt_pct(r.get('busy_load'))}{origin}  {status}{noise}")
                 if r["problems"]:
                     self.fail(scenario, name, f"round {rnd + 1}: " + "; ".join(r["problems"]))
         self.stop_scenario()
         self.results[scenario] = runs
 
-    def run_idle(self):
+    def run_idle(self, tls=False):
+        """idle, or with tls idle-tls: the connections go to the proxies' TLS listeners (a full
+        handshake each, then one GET)."""
         a = self.args
-        n = a.idle_conns
-        log(f"\n== idle: {n} idle keep-alive connections per proxy, one GET on each first "
+        n = a.idle_tls_conns if tls else a.idle_conns
+        scen = "idle-tls" if tls else "idle"
+        log(f"\n== {scen}: {n} idle keep-alive {'TLS ' if tls else ''}connections per proxy, one GET on each first "
             f"({a.rounds} round(s), fresh proxy each time)")
         self.start_origin()
         runs = {name: [] for name in PROXIES}
         for rnd in range(a.rounds):
             order = PROXIES[rnd % 3:] + PROXIES[:rnd % 3]
             for name in order:
-                self.start_proxy(name)
-                bad = self.sanity(name)
+                self.start_proxy(name, tls=tls)
+                bad = self.sanity(name, tls=tls)
                 if bad:
-                    self.fail("idle", name, f"sanity check through /echo: {bad}")
-                r = self.idle_once(name, n)
+                    self.fail(scen, name, f"sanity check through /echo{' over TLS' if tls else ''}: {bad}")
+                if tls and name not in self.tls_seen:
+                    bad = self.tls_check(name)
+                    if bad:
+                        self.fail(scen, name, f"openssl s_client: {bad}")
+                    log(f"   {LABEL[name]} TLS (openssl s_client): {self.tls_seen[name]}")
+                r = self.idle_once(name, n, tls)
                 runs[name].append(r)
                 self.stop_proxy(name)
                 status = "ok" if not r["problems"] else "FAIL: " + "; ".join(r["problems"])
                 log(f"   round {rnd + 1}/{a.rounds} {LABEL[name]:8} RSS {fmt_bytes(r['before'])} -> "
                     f"{fmt_bytes(r['after'])}: {fmt_num(r['per_conn'])} B/conn  {status}")
                 if r["problems"]:
-                    self.fail("idle", name, f"round {rnd + 1}: " + "; ".join(r["problems"]))
+                    self.fail(scen, name, f"round {rnd + 1}: " + "; ".join(r["problems"]))
         self.stop_scenario()
-        self.idle = runs
+        if tls:
+            self.idle_tls = runs
+        else:
+            self.idle = runs
 
-    def idle_once(self, name, n):
-        port = self.port[name]
+    def idle_once(self, name, n, tls=False):
+        port = self.port[name + "_tls" if tls else name]
         _, rss_pid = self.measured_pids(name)
-        # Warm the worker (first requests, upstream pool) so start-up allocations are not counted.
+        # Warm the worker (first requests, upstream pool; with TLS also the first handshakes) so
+        # start-up allocations are not counted: 50 requests, over 1 connection (TLS: 10).
         warm_fail = 0
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                for _ in range(50):
-                    s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                    if read_response(s)[0] != 200:
-                        warm_fail += 1
-        except OSError:
-            warm_fail += 1
+        for _ in range(10 if tls else 1):
+            try:
+                with connect(port, 5, tls) as s:
+                    for _ in range(5 if tls else 50):
+                        s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                        if read_response(s)[0] != 200:
+                            warm_fail += 1
+            except OSError:
+                warm_fail += 1
         time.sleep(0.3)
         before = status_kb(rss_pid, "VmRSS") * 1024
-        socks, failures, errors = open_idle(port, n)
+        socks, failures, errors = open_idle(port, n, tls=tls)
         time.sleep(1.0)
         alive = self.alive(name)
         after = status_kb(rss_pid, "VmRSS") * 1024 if alive else None
@@ -1757,9 +2138,51 @@ def read_response(s):
     return status, headers, body
 
 
-def open_idle(port, n, batch=64):
+_TLS_CLIENT = None
+
+
+def tls_client():
+    """The TLS client context of the sanity checks and the idle-tls client: Python's defaults
+    (TLS 1.2 and 1.3, OpenSSL's cipher order), no certificate check, no session resumption."""
+    global _TLS_CLIENT
+    if _TLS_CLIENT is None:
+        _TLS_CLIENT = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        _TLS_CLIENT.check_hostname = False
+        _TLS_CLIENT.verify_mode = ssl.CERT_NONE
+    return _TLS_CLIENT
+
+
+def connect(port, timeout, tls=False):
+    """A connected blocking socket to 127.0.0.1:port; with tls, after a TLS handshake (SNI localhost)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if not tls:
+        return s
+    try:
+        return tls_client().wrap_socket(s, server_hostname="localhost")
+    except BaseException:
+        s.close()
+        raise
+
+
+def parse_shim(err):
+    """What the wrk TLS shim printed when wrk exited: {"handshakes", "resumed", "kinds": {"TLSv1.3
+    TLS_AES_256_GCM_SHA384 x25519": count}}, or None when there is no such line."""
+    m = re.search(r"^rw-tls-shim: handshakes (\d+) resumed (\d+) noresume (\d) \|(.*)$", err, re.M)
+    if not m:
+        return None
+    kinds = {}
+    for part in m.group(4).split(";"):
+        what, _, count = part.strip().rpartition(" = ")
+        if what:
+            kinds[what] = int(count)
+    return {"handshakes": int(m.group(1)), "resumed": int(m.group(2)), "noresume": m.group(3) == "1",
+            "kinds": kinds}
+
+
+def open_idle(port, n, batch=64, tls=False):
     """Opens n connections, one GET on each (at most `batch` in flight, so the proxy's upstream
-    pool stays small), and returns the still-open sockets."""
+    pool stays small), and returns the still-open sockets. tls: each after a full TLS handshake
+    (one at a time, blocking)."""
     socks, failures, errors = [], 0, []
     req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     for start in range(0, n, batch):
@@ -1769,6 +2192,8 @@ def open_idle(port, n, batch=64):
             s.settimeout(10)
             try:
                 s.connect(("127.0.0.1", port))
+                if tls:
+                    s = tls_client().wrap_socket(s, server_hostname="localhost")
                 s.sendall(req)
                 group.append(s)
             except OSError as e:
@@ -1814,13 +2239,15 @@ def build_report(h, machine, args, scenarios, elapsed):
         L.append("")
         L.append(f"**Self-test:** `--dead-upstream {args.dead_upstream}`: that proxy was pointed at a port "
                  "where nothing listens, so it must show failures.")
-    if h.notes:
+    if h.notes or h.skipped:
         L.append("")
         for n in h.notes:
             L.append("- " + n)
+        for s, why in h.skipped.items():
+            L.append(f"- **{s}: SKIPPED**, {why}")
     L.append("")
 
-    wrk_rows = [s for s in scenarios if s in WRK_SCENARIOS or s in ("autocannon", "failover")]
+    wrk_rows = [s for s in scenarios if (s in WRK_SCENARIOS or s in ("autocannon", "failover")) and s not in h.skipped]
     if wrk_rows:
         L.append("## Throughput, latency, cost")
         L.append("")
@@ -1836,7 +2263,15 @@ def build_report(h, machine, args, scenarios, elapsed):
                  "(wrk and the origin cannot go faster) and the proxy's is not, req/s measures the load "
                  "side more than the proxy, and compare CPU µs/req instead."
                  + (" `failover`: one run per proxy with origin #2 killed and restarted, req/s counts 2xx/3xx "
-                    "responses only; see the Failover section." if "failover" in wrk_rows else ""))
+                    "responses only; see the Failover section." if "failover" in wrk_rows else "")
+                 + (" `tls`, `tls-handshake`: wrk over TLS to each proxy's TLS listener (same certificate, "
+                    "protocols and ciphers; see TLS below); in `tls-handshake` every request is a new "
+                    "connection with a full handshake." if any(x in TLS_SCENARIOS for x in wrk_rows) else "")
+                 + (" `websocket`: req/s = WebSocket messages/s (each a round trip: client → proxy → "
+                    f"echo origin → proxy → client, {WS_MSG_SIZE} bytes each way), CPU µs per message, "
+                    "p50/p99 = round trip, non-2xx = upgrades not answered 101, socket errors = the "
+                    "generator's connect, early close, mismatched echo and lost echo counts; transfer/s —."
+                    if "websocket" in wrk_rows else ""))
         L.append("")
         L.append("| scenario | proxy | req/s | req/s min – max | transfer/s | p50 | p99 | CPU µs/req | "
                  f"busy CPU {args.proxy_cpu} / CPU {args.load_cpu} | "
@@ -1876,20 +2311,20 @@ def build_report(h, machine, args, scenarios, elapsed):
                  "before and 1 s after. bytes/conn = (after − before) ÷ connections still open. "
                  "Afterwards a sample of 1 % must still answer a second request.")
         L.append("")
-        L.append("| proxy | connections | RSS before | RSS after | bytes/conn | bytes/conn min – max | peak RSS | status |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---|")
-        for name in PROXIES:
-            runs = h.idle.get(name, [])
-            if not runs:
-                continue
-            per = [r["per_conn"] for r in runs]
-            bad = any(r["problems"] for r in runs)
-            L.append(f"| {LABEL[name]} | {fmt_num(median([r['opened'] for r in runs]))} | "
-                     f"{fmt_bytes(median([r['before'] for r in runs]))} | {fmt_bytes(median([r['after'] for r in runs]))} | "
-                     f"{fmt_num(median(per))} | {spread(per, fmt_num)} | "
-                     f"{fmt_bytes(max((r['hwm'] for r in runs if r['hwm']), default=None))} | "
-                     f"{'**FAIL**' if bad else 'ok'} |")
+        L.extend(idle_table(h.idle))
+
+    if "idle-tls" in scenarios and h.idle_tls:
+        L.append("## Idle TLS connections")
         L.append("")
+        L.append(f"As above, to each proxy's TLS listener: {args.idle_tls_conns:,} client connections per proxy, "
+                 "each a full TLS handshake (Python's `ssl`, no resumption, no certificate check), one "
+                 "`GET /` (answered 200), then left open and idle; RSS read before and 1 s after. The warm-up "
+                 "is 50 requests over 10 TLS connections. What each proxy keeps per TLS session (buffers, "
+                 "keys) is in the figure; session caches are bounded (ringway: 256 sessions; nginx: a 10 MiB "
+                 "shared zone, in RSS as far as it is touched; HAProxy: 20,000 entries in a block allocated "
+                 "at start), so they weigh little per connection here.")
+        L.append("")
+        L.extend(idle_table(h.idle_tls))
 
     if "failover" in scenarios and h.failover:
         L.extend(failover_section(h, args))
@@ -1898,8 +2333,8 @@ def build_report(h, machine, args, scenarios, elapsed):
     if rows:
         L.append("## Ratios: ringway ÷ nginx, ringway ÷ HAProxy")
         L.append("")
-        L.append("Throughput (req/s, or bytes/s for `large`): above 1.0 = ringway faster. "
-                 "CPU µs/request and idle bytes/connection: below 1.0 = ringway cheaper. "
+        L.append("Throughput (req/s, or bytes/s for `large`, messages/s for `websocket`): above 1.0 = ringway faster. "
+                 "CPU µs/request (per message for `websocket`) and idle bytes/connection: below 1.0 = ringway cheaper. "
                  "failover: 2xx/3xx responses per second over the whole run (`req/s (2xx)`) and while origin #2 was down "
                  "(given even when a side had errors, which the Failover section lists). "
                  "— = no valid ratio (a side had failures in that scenario). Disturbed runs = measured runs "
@@ -1914,13 +2349,17 @@ def build_report(h, machine, args, scenarios, elapsed):
             L.append(f"| {s} | {metric} | {fmt_ratio(rn)} | {fmt_ratio(rh)} | {d} |")
         L.append("")
         L.extend(cache_hit_targets(h, rows))
+        L.extend(tls_section(h, rows, scenarios))
 
-    if h.echo:
+    if h.echo or h.echo_tls:
         L.append("## What the origin saw (one request to /echo through each proxy)")
         L.append("")
         for name in PROXIES:
             if name in h.echo:
                 L.append(f"- {LABEL[name]}: `{h.echo[name]}`")
+        for name in PROXIES:
+            if name in h.echo_tls:
+                L.append(f"- {LABEL[name]} (TLS listener): `{h.echo_tls[name]}`")
         L.append("")
 
     digest = h.log_digest()
@@ -1945,6 +2384,101 @@ def build_report(h, machine, args, scenarios, elapsed):
         L.append("None: every response was 2xx/3xx, no socket errors, no proxy died.")
     L.append("")
     return "\n".join(L)
+
+
+def idle_table(idle):
+    """The idle and idle-tls tables: one row per proxy, medians of the rounds."""
+    L = ["| proxy | connections | RSS before | RSS after | bytes/conn | bytes/conn min – max | peak RSS | status |",
+         "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for name in PROXIES:
+        runs = idle.get(name, [])
+        if not runs:
+            continue
+        per = [r["per_conn"] for r in runs]
+        bad = any(r["problems"] for r in runs)
+        L.append(f"| {LABEL[name]} | {fmt_num(median([r['opened'] for r in runs]))} | "
+                 f"{fmt_bytes(median([r['before'] for r in runs]))} | {fmt_bytes(median([r['after'] for r in runs]))} | "
+                 f"{fmt_num(median(per))} | {spread(per, fmt_num)} | "
+                 f"{fmt_bytes(max((r['hwm'] for r in runs if r['hwm']), default=None))} | "
+                 f"{'**FAIL**' if bad else 'ok'} |")
+    L.append("")
+    return L
+
+
+def target_rows(got, targets):
+    """Target table rows: got[(scenario, metric, other)] = ratio; targets as TLS_TARGETS."""
+    L = []
+    for scen, metric, other, op, bound in targets:
+        v = got.get((scen, metric, other))
+        met = "— (no valid ratio)" if v is None else (
+            "yes" if (v >= bound if op == ">=" else v <= bound) else "**no**")
+        L.append(f"| {scen}: {metric} ringway ÷ {LABEL[other]} {op} {bound} | {fmt_ratio(v)} | {met} |")
+    return L
+
+
+def tls_section(h, rows, scenarios):
+    """TLS: what every proxy and wrk negotiated (equal footing), and the TLS issue's targets."""
+    tls_scen = [s for s in scenarios if s in TLS_SCENARIOS or s == "idle-tls"]
+    if not tls_scen or not (h.tls_seen or any(s in h.results for s in TLS_SCENARIOS)):
+        return []
+    L = ["### TLS: what was negotiated, targets", "",
+         "Every proxy serves the same certificate (ECDSA P-256, self-signed, made for this run) on a listener of "
+         "its own (its port + 10) with the same lists: TLS 1.2 and 1.3; TLS 1.3 suites "
+         f"`{TLS13_SUITES}`; TLS 1.2 ciphers `{TLS12_CIPHERS}`; groups X25519, P-256, P-384 (ringway: rustls' "
+         "defaults with the ring provider, which these lists copy; nginx `ssl_protocols TLSv1.2 TLSv1.3`, "
+         "`ssl_ciphers`, `ssl_conf_command Ciphersuites`, `ssl_ecdh_curve`; HAProxy `ssl-min-ver TLSv1.2`, "
+         "`ciphers`, `ciphersuites`, `curves` on the `bind`). The client's order decides (rustls' default, "
+         "nginx `ssl_prefer_server_ciphers off`, HAProxy `prefer-client-ciphers`). Session resumption is on "
+         "everywhere, as each proxy has it by default (ringway: rustls' in-memory cache of 256 sessions, "
+         "TLS 1.3 tickets that refer to it; nginx `ssl_session_cache shared:SSL:10m`, `ssl_session_tickets "
+         "on`; HAProxy: its default 20,000-entry cache and tickets), but no client here resumes: wrk runs "
+         "with `wrk_tls_shim.so` (LD_PRELOAD), which drops the session wrk would otherwise reuse on every "
+         "reconnect, so every handshake is a full one, and counts what wrk negotiated. The origin stays "
+         "plain HTTP.", ""]
+    if h.tls_seen:
+        L.append("What an OpenSSL 3 client with its defaults (`openssl s_client`, the library and defaults "
+                 "wrk uses) negotiated with each TLS listener, once per proxy:")
+        L.append("")
+        for name in PROXIES:
+            if name in h.tls_seen:
+                L.append(f"- {LABEL[name]}: {h.tls_seen[name]}")
+        L.append("")
+    seen = []
+    for s in TLS_SCENARIOS:
+        for name in PROXIES:
+            runs = [r for r in h.results.get(s, {}).get(name, []) if r.get("tls")]
+            if not runs:
+                continue
+            kinds = {}
+            for r in runs:
+                for k, c in r["tls"]["kinds"].items():
+                    kinds[k] = kinds.get(k, 0) + c
+            hs = sum(r["tls"]["handshakes"] for r in runs)
+            res = sum(r["tls"]["resumed"] for r in runs)
+            seen.append(f"| {s} | {LABEL[name]} | {hs:,} | {'**' + format(res, ',') + '**' if res else 0} | "
+                        + "; ".join(f"{k} ({c:,})" for k, c in kinds.items()) + " |")
+    if seen:
+        L.append("What wrk negotiated in the measured rounds (counted by the shim: successful `SSL_connect` "
+                 "calls, and how many of them resumed a session; must be 0 in `tls-handshake`):")
+        L.append("")
+        L.append("| scenario | proxy | handshakes | resumed | protocol, cipher, group (handshakes) |")
+        L.append("|---|---|---:|---:|---|")
+        L.extend(seen)
+        L.append("")
+    elif any(s in h.results for s in TLS_SCENARIOS):
+        L.append(f"wrk ran without the shim ({h.shim_error}): no count of its handshakes.")
+        L.append("")
+    got = {(s, metric, "nginx"): rn for s, metric, rn, _, _ in rows if s in TLS_SCENARIOS}
+    got.update({(s, metric, "haproxy"): rh for s, metric, _, rh, _ in rows if s in TLS_SCENARIOS})
+    targets = [t for t in TLS_TARGETS if t[0] in h.results]
+    if targets:
+        L.append("Targets of the TLS issue:")
+        L.append("")
+        L.append("| target | ringway ÷ other | met |")
+        L.append("|---|---:|---|")
+        L.extend(target_rows(got, targets))
+        L.append("")
+    return L
 
 
 def cache_hit_targets(h, rows):
@@ -2137,10 +2671,10 @@ def ratio_rows(h, scenarios):
             ok = {n: bool(res.get(n)) and not any(r["problems"] for r in res[n]) for n in PROXIES}
             med = {n: median([r[key] for r in res.get(n, [])]) if ok[n] else None for n in PROXIES}
             cpu = {n: median([r["cpu_us"] for r in res.get(n, [])]) if ok[n] else None for n in PROXIES}
-            metric = "bytes/s" if key == "bps" else "req/s"
+            metric = "bytes/s" if key == "bps" else ("msg/s" if s == "websocket" else "req/s")
             rows.append((s, metric, ratio(med["ringway"], med["nginx"]), ratio(med["ringway"], med["haproxy"]),
                          "thr"))
-            rows.append((s, "CPU µs/req", ratio(cpu["ringway"], cpu["nginx"]),
+            rows.append((s, "CPU µs/msg" if s == "websocket" else "CPU µs/req", ratio(cpu["ringway"], cpu["nginx"]),
                          ratio(cpu["ringway"], cpu["haproxy"]), "cost"))
         elif s == "failover" and h.failover:
             # 2xx/3xx responses only, so errors do not inflate a side; a broken run (died, no
@@ -2150,10 +2684,11 @@ def ratio_rows(h, scenarios):
                 v = {n: h.failover[n][key] if ok[n] else None for n in PROXIES}
                 rows.append(("failover", metric, ratio(v["ringway"], v["nginx"]), ratio(v["ringway"], v["haproxy"]),
                              "thr"))
-        elif s == "idle" and h.idle:
-            per = {n: median([r["per_conn"] for r in h.idle.get(n, [])])
-                   if h.idle.get(n) and not any(r["problems"] for r in h.idle[n]) else None for n in PROXIES}
-            rows.append(("idle", "bytes/idle conn", ratio(per["ringway"], per["nginx"]),
+        elif (s == "idle" and h.idle) or (s == "idle-tls" and h.idle_tls):
+            idle = h.idle if s == "idle" else h.idle_tls
+            per = {n: median([r["per_conn"] for r in idle.get(n, [])])
+                   if idle.get(n) and not any(r["problems"] for r in idle[n]) else None for n in PROXIES}
+            rows.append((s, "bytes/idle conn" if s == "idle" else "bytes/idle TLS conn", ratio(per["ringway"], per["nginx"]),
                          ratio(per["ringway"], per["haproxy"]), "cost"))
     return rows
 
@@ -2271,7 +2806,9 @@ def main():
         description="Compare ringway, nginx and HAProxy as reverse proxies on this machine.",
         epilog="Scenarios: " + ", ".join(ALL_SCENARIOS) + " (lowconc = lowconc-1 + lowconc-8). Default: all "
                "of these. Opt-in: upload (POST of a 1 MiB body, streamed). failover: origin #2 of three killed "
-               "and restarted under load, per-0.5 s timeline.")
+               "and restarted under load, per-0.5 s timeline. tls, tls-handshake, idle-tls: over TLS to a second "
+               "listener on each proxy (port + 10). websocket: node echo origin on base port + 6 (skipped if "
+               "loadtest/ws/node_modules is missing).")
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO")
     ap.add_argument("--duration", type=int, default=5, help="seconds per measured round (default 5)")
     ap.add_argument("--rounds", type=int, default=3, help="measured rounds per proxy (default 3)")
@@ -2280,12 +2817,16 @@ def main():
     ap.add_argument("--autocannon-duration", type=int, default=None,
                     help="seconds of the autocannon run (default 2 x --duration = 10)")
     ap.add_argument("--idle-conns", type=int, default=10000, help="connections in the idle scenario")
+    ap.add_argument("--idle-tls-conns", type=int, default=5000,
+                    help="connections in the idle-tls scenario (default 5000: each is a full handshake by a "
+                         "Python client, about 1.5 ms)")
     ap.add_argument("--failover-duration", type=int, default=None,
                     help="seconds of load per proxy in the failover scenario (default 3 x --duration = 15, "
                          "at least 6); origin #2 is killed at 1/3 and restarted at 2/3 of it")
     ap.add_argument("--base-port", type=int, default=18080,
-                    help="origin port; proxies use +1 (ringway), +2 (nginx), +3 (HAProxy); the failover "
-                         "scenario's origins #2 and #3 +4 and +5; +9 stays closed")
+                    help="origin port; proxies use +1 (ringway), +2 (nginx), +3 (HAProxy), their TLS listeners "
+                         "+11, +12, +13; the failover scenario's origins #2 and #3 +4 and +5; the websocket "
+                         "echo origin +6; +9 stays closed")
     ap.add_argument("--proxy-cpu", type=int, default=1)
     ap.add_argument("--load-cpu", type=int, default=0)
     ap.add_argument("--haproxy-maxconn", type=int, default=20000)
@@ -2302,7 +2843,7 @@ def main():
     args = ap.parse_args()
 
     scenarios = expand(args.scenarios)
-    known = list(WRK_SCENARIOS) + ["idle", "autocannon", "failover"]
+    known = list(WRK_SCENARIOS) + ["idle", "idle-tls", "autocannon", "failover"]
     bad = [s for s in scenarios if s not in known]
     if bad:
         ap.error(f"unknown scenario(s): {', '.join(bad)}; known: {', '.join(ALL_SCENARIOS)}, lowconc-1, "
@@ -2351,14 +2892,19 @@ def main():
             pass
         machine = h.machine()
         h.write_static()
+        h.write_tls(scenarios)
         log(f"ringway load test: {', '.join(scenarios)}; {args.rounds} x {args.duration}s rounds "
             f"(+{args.warmup}s warm-up); temp dir {workdir}")
         log(f"quiet check: {h.quiet_line}")
         for s in scenarios:
-            if s in WRK_SCENARIOS:
+            if s in h.skipped:
+                log(f"\n== {s}: SKIPPED: {h.skipped[s]}")
+            elif s in WRK_SCENARIOS:
                 h.run_wrk_scenario(s)
             elif s == "idle":
                 h.run_idle()
+            elif s == "idle-tls":
+                h.run_idle(tls=True)
             elif s == "autocannon":
                 h.run_autocannon()
             elif s == "failover":

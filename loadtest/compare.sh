@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # ringway vs nginx vs HAProxy, as reverse proxies on this machine. See loadtest/README.md.
 #
-#   loadtest/compare.sh                          # all scenarios, 3 x 5 s rounds (8-9 minutes)
+#   loadtest/compare.sh                          # all scenarios, 3 x 5 s rounds (12-13 minutes)
 #   loadtest/compare.sh small post               # some scenarios
-#   loadtest/compare.sh --duration 1 --rounds 1  # smoke run (about a minute)
+#   loadtest/compare.sh tls tls-handshake        # TLS termination (idle-tls: idle TLS connections)
+#   loadtest/compare.sh websocket                # needs loadtest/ws/node_modules (setup.sh), else skipped
+#   loadtest/compare.sh --duration 1 --rounds 1  # smoke run (about 2.5 minutes)
 #   loadtest/compare.sh --help
 #
 # A thin wrapper: raises the open-file limit, makes the temp dir, runs compare.py, and on
@@ -36,7 +38,8 @@ cleanup() {
         wait "$pid" 2>/dev/null
     fi
     # Last resort: process groups compare.py started and did not stop (it was killed hard).
-    # Each line is "PGID NAME"; only groups whose leader is still one of ours are killed.
+    # Each line is "PGID NAME"; only groups whose leader is still one of ours are killed (the
+    # websocket scenario's node processes carry "--workdir $work" in their command line for this).
     if [ -s "$work/pgids" ]; then
         while read -r pgid name; do
             [ -n "$pgid" ] || continue

@@ -27,12 +27,16 @@ command -v wrk     >/dev/null 2>&1 || missing+=(wrk)
 command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v ss      >/dev/null 2>&1 || missing+=(iproute2)
+# TLS scenarios: openssl makes the test certificate (and s_client shows what is negotiated);
+# a C compiler builds loadtest/wrk_tls_shim.c, which keeps wrk from resuming TLS sessions.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v cc      >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]} with apt-get"
     "${SUDO[@]}" apt-get update
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 else
-    log "nginx, haproxy, wrk, taskset, python3, ss: already installed"
+    log "nginx, haproxy, wrk, taskset, python3, ss, openssl, cc: already installed"
 fi
 
 # The Debian nginx package starts a system nginx on port 80 when installed; the harness
@@ -49,6 +53,25 @@ else
     fi
     log "installing autocannon with npm install -g"
     "${SUDO[@]}" npm install -g autocannon
+fi
+
+# --- the websocket scenario's npm package (ws), from loadtest/ws/package-lock.json. Without it
+# compare.sh skips that scenario (and says so).
+if [ -d "$here/ws/node_modules/ws" ]; then
+    log "loadtest/ws: ws already installed"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        log "installing nodejs and npm with apt-get"
+        "${SUDO[@]}" apt-get update
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm
+    fi
+    log "npm ci in loadtest/ws (the websocket scenario's ws package)"
+    # Under sudo, as the invoking user, so that node_modules is theirs.
+    if [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+        sudo -u "$SUDO_USER" -H npm ci --no-audit --no-fund --prefix "$here/ws"
+    else
+        npm ci --no-audit --no-fund --prefix "$here/ws"
+    fi
 fi
 
 # --- ringway release build. Under sudo, build as the invoking user (their rustup, and
