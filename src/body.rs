@@ -75,6 +75,9 @@ pub struct Relay<'a, S, D> {
     pub dir: Direction,
     /// Gets a copy of the body, and is told when it ended well.
     pub tee: Option<&'a mut dyn Sink>,
+    /// Most body bytes a chunked body may carry (`max_body_bytes`): beyond, the relay
+    /// stops with `PayloadTooLarge`. A length body is checked before it is relayed.
+    pub max_len: u64,
 }
 
 impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
@@ -154,11 +157,16 @@ impl<S: AsyncReadRent, D: AsyncWriteRent> Relay<'_, S, D> {
     async fn chunked(&mut self, rechunk: bool) -> Result<u64, ProxyError> {
         let mut dec = ChunkedDecoder::new();
         let mut moved = 0;
+        let mut data_len = 0u64;
         loop {
             loop {
                 let step = dec.decode(self.buf.data());
                 match step.map_err(|_| self.dir.source_failed(true))? {
                     Step::Data { start, end } => {
+                        data_len += (end - start) as u64;
+                        if data_len > self.max_len {
+                            return Err(ProxyError::PayloadTooLarge);
+                        }
                         if let Some(tee) = self.tee.as_deref_mut() {
                             tee.data(&self.buf.data()[start..end]);
                         }
@@ -334,6 +342,7 @@ mod tests {
             read_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             max_buf: 4096,
+            max_len: u64::MAX,
             timers: &timers,
             dir: Direction::Request,
             tee: Some(tee),

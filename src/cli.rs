@@ -164,6 +164,16 @@ fn run(
     blocked: Option<signals::Blocked>,
 ) -> i32 {
     let summary = config.summary();
+    let s = &config.server;
+    info!(
+        "max_connections {}{}",
+        s.max_connections,
+        if s.max_connections_derived {
+            " (not set: half the open-file limit, less a reserve; ulimit -n decides)"
+        } else {
+            ""
+        }
+    );
     let options = Options {
         workers_override,
         config_path: Some(path.to_path_buf()),

@@ -17,6 +17,9 @@ pub enum ProxyError {
     /// Request head or a single header line over the limit.
     #[error("request header fields too large: {0}")]
     HeadersTooLarge(&'static str),
+    /// A request body over `max_body_bytes` (declared, or counted while streaming).
+    #[error("request body larger than max_body_bytes")]
+    PayloadTooLarge,
     /// Request target over `max_request_line`.
     #[error("request target too long")]
     UriTooLong,
@@ -110,6 +113,7 @@ impl ProxyError {
             RequestTimeout => 408,
             ExpectationFailed => 417,
             HeadersTooLarge(_) => 431,
+            PayloadTooLarge => 413,
             UriTooLong => 414,
             NotImplemented(_) => 501,
             VersionNotSupported => 505,
@@ -200,6 +204,7 @@ impl ProxyError {
             BadRequest(_) => "BadRequest",
             HeadersTooLarge(_) => "HeadersTooLarge",
             UriTooLong => "UriTooLong",
+            PayloadTooLarge => "PayloadTooLarge",
             NotImplemented(_) => "NotImplemented",
             VersionNotSupported => "VersionNotSupported",
             ExpectationFailed => "ExpectationFailed",

@@ -24,7 +24,9 @@ pub const TICK: Duration = Duration::from_millis(50);
 /// doubling leaves the old copies resident, which showed as bytes per idle connection.
 const CHUNK: usize = 512;
 
-type Slot = Option<(Instant, Waker)>;
+/// A registered wait: its deadline, its waker, and for a wait for a connection's next
+/// request (idle), since when it waits.
+type Slot = Option<(Instant, Waker, Option<Instant>)>;
 
 /// One worker's coarse timers.
 #[derive(Debug, Default)]
@@ -41,7 +43,7 @@ impl Timers {
     pub fn tick(&self, now: Instant) {
         self.now.set(Some(now));
         for chunk in self.chunks.borrow().iter() {
-            for (at, waker) in chunk.iter().flatten() {
+            for (at, waker, _) in chunk.iter().flatten() {
                 if *at <= now {
                     waker.wake_by_ref();
                 }
@@ -59,18 +61,52 @@ impl Timers {
     pub fn close_idle(&self) {
         self.closing.set(true);
         for chunk in self.chunks.borrow().iter() {
-            for (_, waker) in chunk.iter().flatten() {
+            for (_, waker, _) in chunk.iter().flatten() {
                 waker.wake_by_ref();
             }
         }
     }
 
-    fn register(&self, slot: &mut u32, at: Instant, waker: &Waker) {
+    /// Ends the idle wait that has waited longest (the connection idle longest), as if
+    /// it timed out; false when none waits. For a worker at its connection limit: the
+    /// oldest idle connection makes room.
+    pub fn end_oldest_idle(&self) -> bool {
+        let Some(now) = self.now.get() else {
+            return false;
+        };
+        let mut chunks = self.chunks.borrow_mut();
+        let oldest = chunks
+            .iter_mut()
+            .flat_map(|c| c.iter_mut())
+            .flatten()
+            .filter(|(at, _, since)| since.is_some() && *at > now)
+            // Times are the worker's coarse clock: within one tick, the earlier deadline.
+            .min_by_key(|(at, _, since)| (*since, *at));
+        match oldest {
+            Some((at, waker, _)) => {
+                // The wait reads its deadline back from the slot when woken.
+                *at = now;
+                waker.wake_by_ref();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The deadline registered in `slot` (which `end_oldest_idle` may have moved up).
+    fn deadline(&self, slot: u32) -> Option<Instant> {
+        let i = slot as usize;
+        self.chunks.borrow()[i / CHUNK][i % CHUNK]
+            .as_ref()
+            .map(|(at, _, _)| *at)
+    }
+
+    fn register(&self, slot: &mut u32, at: Instant, idle: bool, waker: &Waker) {
         let mut chunks = self.chunks.borrow_mut();
         match *slot {
             i if i != NO_SLOT => {
                 let i = i as usize;
-                if let Some((_, w)) = &mut chunks[i / CHUNK][i % CHUNK] {
+                if let Some((_, w, _)) = &mut chunks[i / CHUNK][i % CHUNK] {
                     if !w.will_wake(waker) {
                         w.clone_from(waker);
                     }
@@ -85,7 +121,8 @@ impl Timers {
                     free.extend((base..base + CHUNK as u32).rev());
                 }
                 let i = free.pop().expect("a free slot was just added");
-                chunks[i as usize / CHUNK][i as usize % CHUNK] = Some((at, waker.clone()));
+                let since = idle.then(|| self.now.get().unwrap_or_else(Instant::now));
+                chunks[i as usize / CHUNK][i as usize % CHUNK] = Some((at, waker.clone(), since));
                 *slot = i;
             }
         }
@@ -153,10 +190,16 @@ impl<F: Future> Future for Timeout<'_, F> {
         if let Poll::Ready(out) = fut.poll(cx) {
             return Poll::Ready(Some(out));
         }
+        if this.slot != NO_SLOT {
+            if let Some(at) = this.timers.deadline(this.slot) {
+                this.at = this.at.min(at);
+            }
+        }
         if this.timers.expired(this.at, this.idle) {
             return Poll::Ready(None);
         }
-        this.timers.register(&mut this.slot, this.at, cx.waker());
+        this.timers
+            .register(&mut this.slot, this.at, this.idle, cx.waker());
         Poll::Pending
     }
 }
@@ -173,6 +216,7 @@ impl<F> Drop for Timeout<'_, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::rc::Rc;
     use std::time::Duration;
 
     #[monoio::test(timer_enabled = true)]
@@ -206,6 +250,36 @@ mod tests {
             "ready wins"
         );
         ticker.await;
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn the_oldest_idle_wait_ends_first_and_busy_waits_are_left_alone() {
+        let timers = Rc::new(Timers::default());
+        let now = Instant::now();
+        timers.tick(now);
+        let ended = Rc::new(RefCell::new(Vec::new()));
+        for (name, secs, idle) in [("busy", 1, false), ("newer", 30, true), ("older", 20, true)] {
+            let (t, e) = (timers.clone(), ended.clone());
+            monoio::spawn(async move {
+                let at = now + Duration::from_secs(secs);
+                let wait = std::future::pending::<()>();
+                let r = if idle {
+                    t.idle_until(at, wait).await
+                } else {
+                    t.timeout_at(at, wait).await
+                };
+                assert!(r.is_none());
+                e.borrow_mut().push(name);
+            });
+        }
+        monoio::time::sleep(Duration::from_millis(5)).await;
+        assert!(timers.end_oldest_idle());
+        monoio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(*ended.borrow(), ["older"]);
+        assert!(timers.end_oldest_idle());
+        monoio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(*ended.borrow(), ["older", "newer"]);
+        assert!(!timers.end_oldest_idle(), "the busy wait is not idle");
     }
 
     #[monoio::test(timer_enabled = true)]

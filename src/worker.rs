@@ -291,7 +291,9 @@ async fn accept_loop(
     _running: Running,
 ) {
     let mut last_error: Option<std::io::ErrorKind> = None;
+    let mut warned: Option<Instant> = None;
     while !stopped.get() {
+        make_room(&info.shard, &listener, &stopped, &mut warned).await;
         match listener.cancelable_accept(cancel.clone()).await {
             Ok((stream, peer)) => {
                 last_error = None;
@@ -319,6 +321,63 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Waits until this worker is under its share of `[server] max_connections`, closing
+/// its oldest idle keep-alive connections to get there. New clients wait in the listen
+/// backlog meanwhile (nothing is accepted), instead of failing the process when file
+/// descriptors run out.
+/// `warned`: when this loop last said so (at most once a minute: a worker held at its
+/// limit would otherwise log every accept).
+async fn make_room(
+    shard: &Shard,
+    listener: &TcpListener,
+    stopped: &Cell<bool>,
+    warned: &mut Option<Instant>,
+) {
+    let limit = |s: &Shard| {
+        let gen = s.generation();
+        let server = &gen.snap().server;
+        server
+            .max_connections
+            .div_ceil(server.workers.max(1))
+            .max(1) as u32
+    };
+    if shard.open_conns() < limit(shard) {
+        return;
+    }
+    if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+        *warned = Some(Instant::now());
+        warn!(
+            "worker {}: at its share of max_connections ({} open): closing idle connections, new ones wait",
+            shard.id(),
+            shard.open_conns()
+        );
+    }
+    while !stopped.get() && shard.open_conns() >= limit(shard) {
+        // Only a client waiting in the backlog costs an idle connection its place. An
+        // ended idle wait closes its connection when its task next runs: give it a
+        // moment. Otherwise (nobody waits, or every connection is busy) wait a tick.
+        let pause = match backlog_waiting(listener) && shard.timers().end_oldest_idle() {
+            true => Duration::from_millis(1),
+            false => TICK,
+        };
+        monoio::time::sleep(pause).await;
+    }
+}
+
+/// True when a connection waits in `listener`'s accept queue (one `poll` with no wait).
+fn backlog_waiting(listener: &TcpListener) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the listener's descriptor, which outlives the call;
+    // a zero timeout never blocks the worker.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n > 0 && fd.revents & libc::POLLIN != 0
 }
 
 /// Logs which driver the workers use; called once all have reported.

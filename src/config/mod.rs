@@ -181,6 +181,13 @@ pub struct ServerConfig {
     pub upgrade_protocols: Vec<String>,
     /// A tunnel with no traffic either way for this long is closed.
     pub tunnel_idle_timeout: Duration,
+    /// Largest request body (routes may override): 413 beyond.
+    pub max_body_bytes: u64,
+    /// Most client connections open at once over all workers (split evenly): at the
+    /// limit, workers stop accepting and close their oldest idle connections.
+    pub max_connections: usize,
+    /// `max_connections` was not set: it is a share of the open-file limit.
+    pub max_connections_derived: bool,
 }
 
 impl ServerConfig {
@@ -306,6 +313,26 @@ impl Config {
     }
 }
 
+/// Client connections allowed when `max_connections` is not set: half the open-file
+/// limit (each client connection may hold an upstream connection too) less a reserve
+/// for listeners, pools' spares, log files and the admin API; at least 16.
+pub fn default_max_connections() -> usize {
+    const RESERVE: u64 = 64;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `lim`, which outlives the call.
+    let soft = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } {
+        0 => lim.rlim_cur,
+        _ => 1024,
+    };
+    let share = soft.saturating_sub(RESERVE) / 2;
+    usize::try_from(share)
+        .unwrap_or(usize::MAX)
+        .clamp(16, 10_000_000)
+}
+
 /// The dotted key (`upstreams.web.connect_timeout`, `routes[1].path`) of the
 /// `key = value` line at `offset`, from the nearest table header above it.
 fn key_at(text: &str, offset: usize) -> Option<String> {
@@ -416,6 +443,43 @@ impl Validator<'_> {
             Some(dir) if p.is_relative() && origin.is_file() => dir.join(p),
             _ => p.to_path_buf(),
         }
+    }
+
+    /// The 1-based line of `key = ...` under `[table]` (0 when not written: a default).
+    pub(super) fn line_of_key(&self, table: &str, key: &str) -> usize {
+        let mut in_table = table.is_empty();
+        for (i, line) in self.text.lines().enumerate() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                in_table = t.trim_matches(|c| c == '[' || c == ']').trim() == table;
+                continue;
+            }
+            if in_table && t.split('=').next().is_some_and(|k| k.trim() == key) && t.contains('=') {
+                return i + 1;
+            }
+        }
+        0
+    }
+
+    /// Every `[server]` duration that must be more than zero is (a zero header or
+    /// keep-alive timeout would fail every request).
+    fn positive_durations(&self, s: &ServerConfig) -> Result<(), ConfigError> {
+        for (key, d) in [
+            ("header_timeout", s.header_timeout),
+            ("keepalive_timeout", s.keepalive_timeout),
+            ("body_timeout", s.body_timeout),
+            ("tunnel_idle_timeout", s.tunnel_idle_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Invalid {
+                    origin: self.origin.to_string(),
+                    line: self.line_of_key("server", key),
+                    key: format!("server.{key}"),
+                    message: "must be more than 0s".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// A listen entry's `tls`, its certificates loaded and checked.
@@ -569,13 +633,6 @@ impl Validator<'_> {
                 out
             }
         };
-        if s.tunnel_idle_timeout.0.is_zero() {
-            return self.err(
-                0..0,
-                "server.tunnel_idle_timeout".into(),
-                "must be more than 0s".into(),
-            );
-        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers = match &s.workers {
             Some(w) => self.positive(w, "server.workers", 1024)?,
@@ -628,7 +685,14 @@ impl Validator<'_> {
             redirect_https,
             upgrade_protocols,
             tunnel_idle_timeout: s.tunnel_idle_timeout.0,
+            max_body_bytes: s.max_body_bytes.get_ref().0,
+            max_connections: match &s.max_connections {
+                Some(m) => self.positive(m, "server.max_connections", 10_000_000)?,
+                None => default_max_connections(),
+            },
+            max_connections_derived: s.max_connections.is_none(),
         };
+        self.positive_durations(&server)?;
 
         let mut upstreams = Vec::new();
         for (name, up) in raw.upstreams {
@@ -829,6 +893,51 @@ upstream = "api"
 
     fn err(text: &str) -> String {
         Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_zero_timeout_is_rejected_naming_its_key_and_line() {
+        let server = GOOD.replace("workers = 2", "workers = 2\nheader_timeout = \"0s\"");
+        assert_eq!(
+            err(&server),
+            "test.toml:5: `server.header_timeout`: must be more than 0s"
+        );
+        let keepalive = GOOD.replace("workers = 2", "workers = 2\nkeepalive_timeout = \"0ms\"");
+        assert!(err(&keepalive).contains("`server.keepalive_timeout`: must be more than 0s"));
+        let up = GOOD.replace(
+            "servers = [\"127.0.0.1:9003\"]",
+            "servers = [\"127.0.0.1:9003\"]\nconnect_timeout = \"0s\"",
+        );
+        assert_eq!(
+            err(&up),
+            "test.toml:9: `upstreams.api.connect_timeout`: must be more than 0s"
+        );
+    }
+
+    #[test]
+    fn max_body_bytes_and_max_connections_have_defaults_and_overrides() {
+        let c = Config::parse(GOOD, "t").unwrap();
+        assert_eq!(c.server.max_body_bytes, 1 << 30);
+        assert!(c.server.max_connections >= 16 && c.server.max_connections_derived);
+        let text = GOOD
+            .replace(
+                "workers = 2",
+                "workers = 2\nmax_body_bytes = \"1KiB\"\nmax_connections = 100",
+            )
+            .replace(
+                "upstream = \"api\"",
+                "upstream = \"api\"\nmax_body_bytes = \"2MiB\"",
+            );
+        let c = Config::parse(&text, "t").unwrap();
+        assert_eq!(
+            (c.server.max_body_bytes, c.server.max_connections),
+            (1024, 100)
+        );
+        assert_eq!(c.routes[1].max_body_bytes, Some(2 << 20));
+        assert!(
+            err(&GOOD.replace("workers = 2", "workers = 2\nmax_connections = 0"))
+                .contains("max_connections")
+        );
     }
 
     #[test]

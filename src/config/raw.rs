@@ -113,6 +113,9 @@ pub struct RawServer {
     pub upgrade_protocols: Option<Spanned<Vec<String>>>,
     #[serde(default = "d_1h")]
     pub tunnel_idle_timeout: Dur,
+    #[serde(default = "d_1g")]
+    pub max_body_bytes: Spanned<Size>,
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 /// One `listen` entry: `"ADDR"` or `{ addr = "ADDR", tls = { ... } }`.
@@ -188,6 +191,8 @@ impl Default for RawServer {
             redirect_https: None,
             upgrade_protocols: None,
             tunnel_idle_timeout: d_1h(),
+            max_body_bytes: d_1g(),
+            max_connections: None,
         }
     }
 }
@@ -319,6 +324,7 @@ pub struct RawRoute {
     pub request_headers: Option<Spanned<RawHeaderEdits>>,
     pub response_headers: Option<Spanned<RawHeaderEdits>>,
     pub cache: Option<Spanned<RawRouteCache>>,
+    pub max_body_bytes: Option<Spanned<Size>>,
 }
 
 /// `request_headers = { set = {...}, add = {...}, remove = [...] }`
@@ -395,6 +401,9 @@ fn d_16k() -> Spanned<Size> {
 }
 fn d_256m() -> Spanned<Size> {
     Spanned::new(0..0, Size(256 << 20))
+}
+fn d_1g() -> Spanned<Size> {
+    Spanned::new(0..0, Size(1 << 30))
 }
 fn d_8k() -> Spanned<Size> {
     Spanned::new(0..0, Size(8 * 1024))

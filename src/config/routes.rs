@@ -97,6 +97,8 @@ pub struct Route {
     pub response_headers: HeaderEdits,
     /// Response caching for this route, when on.
     pub cache: Option<super::RouteCache>,
+    /// Largest request body on this route, over `[server] max_body_bytes`.
+    pub max_body_bytes: Option<u64>,
 }
 
 impl Validator<'_> {
@@ -313,6 +315,7 @@ impl Validator<'_> {
             request_headers: self.edits(r.request_headers, &key("request_headers"), false)?,
             response_headers: self.edits(r.response_headers, &key("response_headers"), true)?,
             cache: self.route_cache(r.cache, &key("cache"), cache)?,
+            max_body_bytes: r.max_body_bytes.map(|m| m.into_inner().0),
         })
     }
 }

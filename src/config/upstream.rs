@@ -423,6 +423,27 @@ impl Validator<'_> {
             None => None,
             Some(h) => Some(self.health_check(h, &key("health"))?),
         };
+        for (k, d) in [
+            ("connect_timeout", up.connect_timeout.0),
+            ("response_header_timeout", up.response_header_timeout.0),
+            ("read_timeout", up.read_timeout.0),
+            ("fail_window", up.fail_window.0),
+        ]
+        .into_iter()
+        .chain(
+            up.request_timeout
+                .as_ref()
+                .map(|d| ("request_timeout", d.0)),
+        ) {
+            if d.is_zero() {
+                return Err(ConfigError::Invalid {
+                    origin: self.origin.to_string(),
+                    line: self.line_of_key(&format!("upstreams.{name}"), k),
+                    key: key(k),
+                    message: "must be more than 0s".into(),
+                });
+            }
+        }
         let tls = match up.tls {
             None => None,
             Some(t) => {
@@ -501,6 +522,9 @@ impl Validator<'_> {
         };
         if h.interval.0 < Duration::from_millis(10) {
             return self.err(span, k("interval"), "must be at least 10ms".into());
+        }
+        if h.timeout.0.is_zero() {
+            return self.err(span, k("timeout"), "must be more than 0s".into());
         }
         Ok(HealthCheck {
             path: h.path,

@@ -220,6 +220,7 @@ impl Probe {
             timers: &no_timers,
             dir: Direction::Response,
             tee: None,
+            max_len: u64::MAX,
         };
         let drained = relay.run(framing, framing).await;
         if drained.is_err() || !reusable || framing == Framing::Close {

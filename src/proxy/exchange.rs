@@ -345,6 +345,7 @@ async fn streamed(
         timers: c.shard.timers(),
         dir: Direction::Request,
         tee: None,
+        max_len: head.max_body,
     };
     match relay.run(head.body, head.body).await {
         Ok(moved) => c.bytes_in += moved,
@@ -468,6 +469,7 @@ pub(super) async fn relay_response(
         timers: shard.timers(),
         dir: Direction::Response,
         tee: tee.map(|f| f as &mut dyn crate::body::Sink),
+        max_len: u64::MAX,
     };
     let relayed = match ups.deadline {
         None => relay.run(resp.input, resp.output).await,

@@ -48,6 +48,8 @@ pub(super) struct Head {
     pub cache: Option<super::cached::CacheReq>,
     /// Answer 308 to the `https://` URL in `out` (a `redirect_https` listener).
     pub redirect: bool,
+    /// The most body bytes this request may send (`max_body_bytes`).
+    pub max_body: u64,
     /// The request asks to switch to this protocol (lowercase, without a version), one
     /// the config tunnels: it is forwarded with its Upgrade headers, and a 101 naming
     /// the same protocol turns the connection into a tunnel.
@@ -204,6 +206,7 @@ fn prepare(
         cache: None,
         redirect: p.redirect,
         upgrade: None,
+        max_body: p.gen.snap().server.max_body_bytes,
     };
     out.clear();
     let snap = p.gen.snap();
@@ -225,6 +228,13 @@ fn prepare(
             return Ok(Some(head));
         }
     };
+    head.max_body = route.max_body_bytes.unwrap_or(head.max_body);
+    if let Framing::Length(n) = head.body {
+        if n > head.max_body {
+            // Answered before a byte of it is read or forwarded; the connection closes.
+            return Err(ProxyError::PayloadTooLarge);
+        }
+    }
     head.route = Some((index, id));
     let group = &p.gen.group(id).upstream;
     head.hash = request_hash(group.balance, group.hash_key.as_ref(), &view, p.peer);

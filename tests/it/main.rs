@@ -13,6 +13,7 @@ mod cli;
 mod forwarding;
 mod health;
 mod lifecycle;
+mod limits;
 mod logs;
 mod malformed;
 mod policies;
