@@ -32,6 +32,9 @@ pub enum ProxyError {
     /// An `Expect` value other than `100-continue`.
     #[error("expectation failed")]
     ExpectationFailed,
+    /// The client's address is refused by an `allow` / `deny` list.
+    #[error("forbidden")]
+    Forbidden,
     /// No route matched the request.
     #[error("no route matches this request")]
     NoRoute,
@@ -108,6 +111,7 @@ impl ProxyError {
         match self {
             BadRequest(_) => 400,
             NoRoute => 404,
+            Forbidden => 403,
             // nginx's code for a request the client abandoned; never sent.
             ClientGone => 499,
             RequestTimeout => 408,
@@ -209,6 +213,7 @@ impl ProxyError {
             VersionNotSupported => "VersionNotSupported",
             ExpectationFailed => "ExpectationFailed",
             NoRoute => "NoRoute",
+            Forbidden => "Forbidden",
             UnknownUpstream => "UnknownUpstream",
             RequestTimeout => "RequestTimeout",
             ClientGone => "ClientGone",

@@ -251,6 +251,7 @@ mod tests {
         r.find(&v).map(|i| match &r.route(i).upstream {
             crate::config::Target::Group(g) => c.upstreams[*g].name.clone(),
             crate::config::Target::FromPath(t) => t.text.clone(),
+            crate::config::Target::Local => "-".into(),
         })
     }
 

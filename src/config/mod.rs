@@ -7,6 +7,7 @@
 //! on reload; nothing here is on the request path.
 
 pub mod cache;
+pub mod local;
 mod raw;
 pub mod routes;
 pub mod show;
@@ -15,6 +16,7 @@ pub mod upstream;
 
 pub use crate::http::edits::{HeaderEdits, Template, Var};
 pub use cache::{CacheConfig, KeyPart, RouteCache};
+pub use local::{Access, Cidr, LocalAnswer, RedirectPart, RedirectVar};
 pub use routes::{HostMatch, NamePart, NameTemplate, PathMatch, Route, Target, ValueMatch};
 pub use upstream::{Balance, HashKey, HealthCheck, RetryOn, Server, Upstream};
 
@@ -188,6 +190,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// `max_connections` was not set: it is a share of the open-file limit.
     pub max_connections_derived: bool,
+    /// `allow` / `deny` for every route (checked before a route's own).
+    pub access: Access,
 }
 
 impl ServerConfig {
@@ -482,6 +486,27 @@ impl Validator<'_> {
         Ok(())
     }
 
+    /// `allow` / `deny` lists under `table` (`server`, `routes[i]`).
+    pub(super) fn access(
+        &self,
+        allow: Option<&Spanned<Vec<String>>>,
+        deny: Option<&Spanned<Vec<String>>>,
+        table: &str,
+    ) -> Result<Access, ConfigError> {
+        let empty = Vec::new();
+        let (a, d) = (
+            allow.map_or(&empty, |a| a.get_ref()),
+            deny.map_or(&empty, |d| d.get_ref()),
+        );
+        Access::parse(a, d).or_else(|(which, m)| {
+            let span = match which {
+                "allow" => allow.map(|a| a.span()),
+                _ => deny.map(|d| d.span()),
+            };
+            self.err(span.unwrap_or(0..0), format!("{table}.{which}"), m)
+        })
+    }
+
     /// A listen entry's `tls`, its certificates loaded and checked.
     fn listen_tls(
         &self,
@@ -691,6 +716,7 @@ impl Validator<'_> {
                 None => default_max_connections(),
             },
             max_connections_derived: s.max_connections.is_none(),
+            access: self.access(s.allow.as_ref(), s.deny.as_ref(), "server")?,
         };
         self.positive_durations(&server)?;
 

@@ -116,6 +116,8 @@ pub struct RawServer {
     #[serde(default = "d_1g")]
     pub max_body_bytes: Spanned<Size>,
     pub max_connections: Option<Spanned<i64>>,
+    pub allow: Option<Spanned<Vec<String>>>,
+    pub deny: Option<Spanned<Vec<String>>>,
 }
 
 /// One `listen` entry: `"ADDR"` or `{ addr = "ADDR", tls = { ... } }`.
@@ -193,6 +195,8 @@ impl Default for RawServer {
             tunnel_idle_timeout: d_1h(),
             max_body_bytes: d_1g(),
             max_connections: None,
+            allow: None,
+            deny: None,
         }
     }
 }
@@ -317,7 +321,11 @@ pub struct RawRoute {
     pub methods: Option<Spanned<Vec<String>>>,
     pub headers: Option<Spanned<BTreeMap<String, String>>>,
     pub query: Option<Spanned<BTreeMap<String, String>>>,
-    pub upstream: Spanned<String>,
+    pub upstream: Option<Spanned<String>>,
+    pub respond: Option<Spanned<RawRespond>>,
+    pub redirect: Option<Spanned<RawRedirect>>,
+    pub allow: Option<Spanned<Vec<String>>>,
+    pub deny: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub strip_prefix: bool,
     pub rewrite_prefix: Option<Spanned<String>>,
@@ -325,6 +333,27 @@ pub struct RawRoute {
     pub response_headers: Option<Spanned<RawHeaderEdits>>,
     pub cache: Option<Spanned<RawRouteCache>>,
     pub max_body_bytes: Option<Spanned<Size>>,
+}
+
+/// A route's `respond = { status = 200, body = "ok", headers = { ... } }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRespond {
+    #[serde(default = "d_200")]
+    pub status: i64,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A route's `redirect = { to = "https://$host$request_uri", status = 308 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    pub to: String,
+    #[serde(default = "d_308")]
+    pub status: i64,
 }
 
 /// `request_headers = { set = {...}, add = {...}, remove = [...] }`
@@ -401,6 +430,12 @@ fn d_16k() -> Spanned<Size> {
 }
 fn d_256m() -> Spanned<Size> {
     Spanned::new(0..0, Size(256 << 20))
+}
+fn d_200() -> i64 {
+    200
+}
+fn d_308() -> i64 {
+    308
 }
 fn d_1g() -> Spanned<Size> {
     Spanned::new(0..0, Size(1 << 30))

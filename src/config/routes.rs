@@ -48,6 +48,8 @@ pub enum Target {
     /// the route's `path_regex` named groups (seed 003's `/serviceName/serviceVersion/`).
     /// A group that does not exist (yet) is a 502 naming it.
     FromPath(NameTemplate),
+    /// No upstream: the route answers itself (`Route::local`).
+    Local,
 }
 
 /// A group name built from a path's regex captures, parsed once at load.
@@ -99,9 +101,88 @@ pub struct Route {
     pub cache: Option<super::RouteCache>,
     /// Largest request body on this route, over `[server] max_body_bytes`.
     pub max_body_bytes: Option<u64>,
+    /// `allow` / `deny` for this route (after `[server]`'s).
+    pub access: super::Access,
+    /// What the route answers itself (`respond`, `redirect`); `upstream` is then
+    /// `Target::Local`.
+    pub local: Option<super::LocalAnswer>,
 }
 
 impl Validator<'_> {
+    /// A route's `respond` or `redirect`, validated.
+    fn local_answer(
+        &self,
+        r: &RawRoute,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<Option<super::LocalAnswer>, ConfigError> {
+        if let Some(resp) = &r.respond {
+            let (span, raw) = (resp.span(), resp.get_ref());
+            if !(200..=599).contains(&raw.status) {
+                return self.err(
+                    span,
+                    key("respond.status"),
+                    format!("must be 200-599, got {}", raw.status),
+                );
+            }
+            let mut headers = Vec::new();
+            for (name, value) in &raw.headers {
+                let bad_name = name.is_empty() || !name.bytes().all(crate::http::is_token_byte);
+                if bad_name || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                    return self.err(
+                        span,
+                        key("respond.headers"),
+                        format!("`{name}` is not a valid header"),
+                    );
+                }
+                let framing = ["content-length", "transfer-encoding", "connection"];
+                if framing.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+                    return self.err(
+                        span,
+                        key("respond.headers"),
+                        format!("`{name}` is set by the proxy"),
+                    );
+                }
+                headers.push((name.clone(), value.clone()));
+            }
+            let bodiless = raw.status == 204 || raw.status == 304;
+            if bodiless && !raw.body.is_empty() {
+                return self.err(
+                    span,
+                    key("respond.body"),
+                    format!("a {} has no body", raw.status),
+                );
+            }
+            let typed = headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+            if !raw.body.is_empty() && !typed {
+                headers.push(("Content-Type".into(), "text/plain; charset=utf-8".into()));
+            }
+            return Ok(Some(super::LocalAnswer::Respond {
+                status: raw.status as u16,
+                headers,
+                body: raw.body.as_bytes().into(),
+            }));
+        }
+        if let Some(red) = &r.redirect {
+            let (span, raw) = (red.span(), red.get_ref());
+            if ![301, 302, 303, 307, 308].contains(&raw.status) {
+                return self.err(
+                    span,
+                    key("redirect.status"),
+                    format!("must be 301, 302, 303, 307 or 308, got {}", raw.status),
+                );
+            }
+            let to = super::local::parse_redirect(&raw.to)
+                .or_else(|m| self.err(span, key("redirect.to"), m))?;
+            return Ok(Some(super::LocalAnswer::Redirect {
+                status: raw.status as u16,
+                to,
+            }));
+        }
+        Ok(None)
+    }
+
     /// Validates route number `i` (0-based, in file order).
     pub(super) fn route(
         &self,
@@ -111,14 +192,31 @@ impl Validator<'_> {
         cache: &super::CacheConfig,
     ) -> Result<Route, ConfigError> {
         let key = |k: &str| format!("routes[{i}].{k}");
-        let name = r.upstream.get_ref();
-        let fixed = if name.contains("${") {
+        let anchor = [
+            r.upstream.as_ref().map(|u| u.span()),
+            r.respond.as_ref().map(|u| u.span()),
+            r.redirect.as_ref().map(|u| u.span()),
+        ];
+        let given = anchor.iter().flatten().count();
+        let anchor = anchor.into_iter().flatten().next().unwrap_or(0..0);
+        if given != 1 {
+            return self.err(
+                anchor,
+                key("upstream"),
+                "needs exactly one of upstream, respond and redirect".into(),
+            );
+        }
+        let local = self.local_answer(&r, &key)?;
+        let no_name = String::new();
+        let name = r.upstream.as_ref().map_or(&no_name, |u| u.get_ref());
+        // A local route names no group; a templated name is resolved per request.
+        let fixed = if local.is_some() || name.contains("${") {
             None
         } else {
             let Some(id) = upstreams.iter().position(|u| &u.name == name) else {
                 let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
                 return self.err(
-                    r.upstream.span(),
+                    anchor.clone(),
                     key("upstream"),
                     format!(
                         "no upstream named `{name}` (defined: {})",
@@ -157,7 +255,7 @@ impl Validator<'_> {
         ];
         if given.iter().filter(|&&g| g).count() > 1 {
             return self.err(
-                r.upstream.span(),
+                anchor.clone(),
                 key("path_prefix"),
                 "use only one of path_prefix, path and path_regex".into(),
             );
@@ -196,14 +294,15 @@ impl Validator<'_> {
         };
 
         let upstream = match (fixed, &path) {
+            _ if local.is_some() => Target::Local,
             (Some(id), _) => Target::Group(id),
             (None, PathMatch::Regex(re)) => match name_template(name, re) {
                 Ok(t) => Target::FromPath(t),
-                Err(m) => return self.err(r.upstream.span(), key("upstream"), m),
+                Err(m) => return self.err(anchor.clone(), key("upstream"), m),
             },
             (None, _) => {
                 return self.err(
-                    r.upstream.span(),
+                    anchor.clone(),
                     key("upstream"),
                     format!("`{name}` names regex groups: the route needs a path_regex"),
                 )
@@ -215,7 +314,7 @@ impl Validator<'_> {
                 Ok(())
             } else {
                 self.err(
-                    r.upstream.span(),
+                    anchor.clone(),
                     key(k),
                     "needs a path_prefix or path_regex to strip or rewrite".into(),
                 )
@@ -316,6 +415,8 @@ impl Validator<'_> {
             response_headers: self.edits(r.response_headers, &key("response_headers"), true)?,
             cache: self.route_cache(r.cache, &key("cache"), cache)?,
             max_body_bytes: r.max_body_bytes.map(|m| m.into_inner().0),
+            access: self.access(r.allow.as_ref(), r.deny.as_ref(), &format!("routes[{i}]"))?,
+            local,
         })
     }
 }

@@ -210,10 +210,43 @@ fn route(r: &Route, config: &Config) -> Value {
         out.insert("query".into(), Value::Object(conditions(&r.query)));
     }
     let name = match &r.upstream {
-        super::Target::Group(g) => config.upstreams.get(*g).map_or("?", |u| u.name.as_str()),
-        super::Target::FromPath(t) => t.text.as_str(),
+        super::Target::Group(g) => Some(config.upstreams.get(*g).map_or("?", |u| u.name.as_str())),
+        super::Target::FromPath(t) => Some(t.text.as_str()),
+        super::Target::Local => None,
     };
-    out.insert("upstream".into(), json!(name));
+    if let Some(name) = name {
+        out.insert("upstream".into(), json!(name));
+    }
+    match &r.local {
+        Some(super::LocalAnswer::Respond {
+            status,
+            headers,
+            body,
+        }) => {
+            let headers: serde_json::Map<String, Value> =
+                headers.iter().map(|(n, v)| (n.clone(), json!(v))).collect();
+            out.insert(
+                "respond".into(),
+                json!({ "status": status, "headers": headers, "body": String::from_utf8_lossy(body) }),
+            );
+        }
+        Some(super::LocalAnswer::Redirect { status, to }) => {
+            let to: String = to
+                .iter()
+                .map(|p| match p {
+                    super::RedirectPart::Lit(l) => l.replace('$', "$$"),
+                    super::RedirectPart::Var(v) => format!("${}", v.name()),
+                })
+                .collect();
+            out.insert("redirect".into(), json!({ "to": to, "status": status }));
+        }
+        None => {}
+    }
+    if !r.access.is_empty() {
+        let list = |v: &[super::Cidr]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        out.insert("allow".into(), json!(list(&r.access.allow)));
+        out.insert("deny".into(), json!(list(&r.access.deny)));
+    }
     if r.strip_prefix {
         out.insert("strip_prefix".into(), json!(true));
     }

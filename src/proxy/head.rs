@@ -50,6 +50,9 @@ pub(super) struct Head {
     pub redirect: bool,
     /// The most body bytes this request may send (`max_body_bytes`).
     pub max_body: u64,
+    /// The route (by index) answers itself (`respond`, `redirect`; a redirect's
+    /// `Location` is in `out`).
+    pub local: Option<usize>,
     /// The request asks to switch to this protocol (lowercase, without a version), one
     /// the config tunnels: it is forwarded with its Upgrade headers, and a 101 naming
     /// the same protocol turns the connection into a tunnel.
@@ -82,6 +85,7 @@ pub(super) async fn read(
             && snap
                 .listener(c.facts.listener().addr)
                 .is_some_and(|r| r.redirect_https),
+        ip: c.facts.peer.ip(),
     };
     let mut deadline: Option<Instant> = None;
     loop {
@@ -145,6 +149,40 @@ struct Prep<'a> {
     scheme: &'static str,
     /// The connection came in on a `redirect_https` listener.
     redirect: bool,
+    /// The client's address, for `allow` / `deny`.
+    ip: std::net::IpAddr,
+}
+
+/// What a redirect's variables are filled from.
+struct RedirectTarget<'a> {
+    host: &'a str,
+    /// The path as sent.
+    path: &'a str,
+    /// The query with its `?`, or empty.
+    query: &'a str,
+    scheme: &'a str,
+}
+
+impl RedirectTarget<'_> {
+    /// Writes the `Location` for `to` into `out`.
+    fn write(&self, to: &[crate::config::RedirectPart], out: &mut Vec<u8>) {
+        use crate::config::{RedirectPart, RedirectVar};
+        for part in to {
+            let text = match part {
+                RedirectPart::Lit(l) => l.as_str(),
+                RedirectPart::Var(RedirectVar::Host) => strip_port(self.host),
+                RedirectPart::Var(RedirectVar::HttpHost) => self.host,
+                RedirectPart::Var(RedirectVar::Uri) => self.path,
+                RedirectPart::Var(RedirectVar::Args) => self.query.strip_prefix('?').unwrap_or(""),
+                RedirectPart::Var(RedirectVar::Scheme) => self.scheme,
+                RedirectPart::Var(RedirectVar::RequestUri) => {
+                    out.extend_from_slice(self.path.as_bytes());
+                    self.query
+                }
+            };
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
 }
 
 /// The connection's scratch buffers a head is prepared into.
@@ -207,9 +245,13 @@ fn prepare(
         redirect: p.redirect,
         upgrade: None,
         max_body: p.gen.snap().server.max_body_bytes,
+        local: None,
     };
     out.clear();
     let snap = p.gen.snap();
+    if !snap.server.access.is_empty() && !snap.server.access.admits(p.ip) {
+        return Err(ProxyError::Forbidden);
+    }
     if p.redirect {
         https_location(out, req.host, snap.https_port, req.path, req.query);
         log_begin(p, &req, &mut head, "", log);
@@ -220,6 +262,23 @@ fn prepare(
         return Ok(Some(head));
     };
     let route = snap.router.route(index);
+    if !route.access.is_empty() && !route.access.admits(p.ip) {
+        return Err(ProxyError::Forbidden);
+    }
+    if let Some(local) = &route.local {
+        head.local = Some(index);
+        if let crate::config::LocalAnswer::Redirect { to, .. } = local {
+            let target = RedirectTarget {
+                host: req.host,
+                path: req.path,
+                query: req.query,
+                scheme: p.scheme,
+            };
+            target.write(to, out);
+        }
+        log_begin(p, &req, &mut head, &route.label, log);
+        return Ok(Some(head));
+    }
     let (id, rest) = match target(p.gen, index, route, path) {
         Ok(found) => found,
         Err(name) => {
@@ -341,6 +400,8 @@ fn target<'p>(
         }
         (Target::Group(id), _) => return Ok((*id, path)),
         (Target::FromPath(t), PathMatch::Regex(re)) => (t, re),
+        // Answered before a group is looked for (`prepare`).
+        (Target::Local, _) => return Err(route.label.clone().into()),
         // Validation gives a path-named group a regex; a route without one matches nothing.
         (Target::FromPath(t), _) => return Err(t.text.clone().into()),
     };

@@ -245,8 +245,11 @@ async fn respond_to(c: &mut Conn<'_>, gen: &Rc<Generation>, head: &head::Head) -
     let timed = gen.snap().metrics || gen.snap().access.is_some();
     let started = timed.then(Instant::now);
     c.bytes_in = head.len as u64;
-    if head.redirect {
-        let (keep, status) = respond::redirect(c, head).await;
+    if head.redirect || head.local.is_some() {
+        let (keep, status) = match head.redirect {
+            true => respond::redirect(c, gen, head).await,
+            false => respond::local(c, gen, head).await,
+        };
         finish(c, gen, head, started, (status, None));
         return keep;
     }

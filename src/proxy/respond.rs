@@ -6,7 +6,9 @@ use super::head::{group_name, Head};
 use super::Conn;
 use crate::buf::{write_vec, Fill, CLIENT_BUF};
 use crate::client::ClientStream;
-use crate::error::{write_error_response, ErrorReply, ProxyError};
+use crate::config::LocalAnswer;
+use crate::error::{reason_phrase, write_error_response, ErrorReply, ProxyError};
+use crate::http::rewrite::{push_u64, Edits, Vars};
 use crate::shard::Generation;
 use monoio::io::AsyncWriteRent;
 use std::time::Duration;
@@ -65,25 +67,128 @@ pub(super) async fn answer(
 }
 
 /// Answers a request on a `redirect_https` listener: 308 to the `https://` URL that
-/// `head::prepare` wrote into `out`. A request with a body is not read: the connection
-/// closes after the answer (never a body left unread on a kept connection).
-pub(super) async fn redirect(c: &mut Conn<'_>, head: &Head) -> (bool, u16) {
+/// `head::prepare` wrote into `out`.
+pub(super) async fn redirect(c: &mut Conn<'_>, gen: &Generation, head: &Head) -> (bool, u16) {
+    let location = std::mem::take(c.out);
+    let answer = Answer {
+        status: 308,
+        location: Some(&location),
+        headers: &[],
+        body: b"",
+    };
+    let done = write_answer(c, gen, head, &answer).await;
+    *c.out = location;
+    done
+}
+
+/// Answers a request on a route with `respond` or `redirect` (a redirect's `Location`
+/// is in `out`, from `head::prepare`).
+pub(super) async fn local(c: &mut Conn<'_>, gen: &Generation, head: &Head) -> (bool, u16) {
+    let route = head.local.map(|r| gen.snap().router.route(r));
+    let location = std::mem::take(c.out);
+    let answer = match route.and_then(|r| r.local.as_ref()) {
+        Some(LocalAnswer::Respond {
+            status,
+            headers,
+            body,
+        }) => Answer {
+            status: *status,
+            location: None,
+            headers,
+            body,
+        },
+        Some(LocalAnswer::Redirect { status, .. }) => Answer {
+            status: *status,
+            location: Some(&location),
+            headers: &[],
+            body: b"",
+        },
+        // `prepare` sets `local` only for a route that has one.
+        None => Answer {
+            status: 500,
+            location: None,
+            headers: &[],
+            body: b"",
+        },
+    };
+    let done = write_answer(c, gen, head, &answer).await;
+    *c.out = location;
+    done
+}
+
+/// An answer made by the proxy for a request it read the head of.
+struct Answer<'a> {
+    status: u16,
+    location: Option<&'a [u8]>,
+    headers: &'a [(String, String)],
+    body: &'a [u8],
+}
+
+/// Writes `a` (with `Date`, the configured response header edits and its length). A
+/// request with a body is not read: the connection closes after the answer, so no body
+/// is ever left unread on a kept connection. Returns whether the connection is kept.
+async fn write_answer(
+    c: &mut Conn<'_>,
+    gen: &Generation,
+    head: &Head,
+    a: &Answer<'_>,
+) -> (bool, u16) {
     let keep = head.keep_alive && head.body == crate::http::Framing::None;
     if keep {
         c.cbuf.consume(head.len);
     }
-    let location = std::mem::take(c.out);
-    let mut out = Vec::with_capacity(location.len() + 160);
-    out.extend_from_slice(b"HTTP/1.1 308 Permanent Redirect\r\nDate: ");
+    let snap = gen.snap();
+    let route = head.local.map(|r| &snap.router.route(r).response_headers);
+    let empty = crate::config::HeaderEdits::default();
+    let scopes = [&snap.server.response_headers, route.unwrap_or(&empty)];
+    let edits = (!scopes[0].is_empty() || !scopes[1].is_empty()).then(|| Edits {
+        scopes,
+        vars: Vars {
+            peer: c.peer,
+            scheme: c.scheme.as_str(),
+            host: head.resp_host.as_deref().unwrap_or("").as_bytes(),
+            request_id: head.request_id.as_bytes(),
+            upstream: None,
+        },
+    });
+    let dropped = |n: &str| edits.as_ref().is_some_and(|e| e.drops(n));
+    let with_body = !head.is_head && a.status != 204 && a.status != 304;
+    let mut out = Vec::with_capacity(256 + a.body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(&mut out, u64::from(a.status));
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(a.status).as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
     out.extend_from_slice(&c.shard.date());
-    out.extend_from_slice(b"\r\nLocation: ");
-    out.extend_from_slice(&location);
-    out.extend_from_slice(b"\r\nContent-Length: 0\r\n");
+    out.extend_from_slice(b"\r\n");
+    if let Some(l) = a.location {
+        out.extend_from_slice(b"Location: ");
+        out.extend_from_slice(l);
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in a.headers.iter().filter(|(n, _)| !dropped(n)) {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(e) = &edits {
+        e.write(&mut out);
+    }
+    if a.status != 204 && a.status != 304 {
+        out.extend_from_slice(b"Content-Length: ");
+        push_u64(&mut out, a.body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+    }
     if !keep {
         out.extend_from_slice(b"Connection: close\r\n");
+    } else if head.version == crate::http::Version::Http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    *c.out = location;
+    if with_body {
+        out.extend_from_slice(a.body);
+    }
     c.bytes_out += out.len() as u64;
     let write = monoio::io::AsyncWriteRentExt::write_all(c.client, out);
     let written = matches!(
@@ -91,10 +196,10 @@ pub(super) async fn redirect(c: &mut Conn<'_>, head: &Head) -> (bool, u16) {
         Some((Ok(_), _))
     );
     if keep && written {
-        return (true, 308);
+        return (true, a.status);
     }
     linger_close(c).await;
-    (false, 308)
+    (false, a.status)
 }
 
 /// Closes a connection that may still have unread request bytes in flight.

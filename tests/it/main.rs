@@ -10,6 +10,7 @@ mod balancing;
 mod bodies;
 mod cache;
 mod cli;
+mod edge;
 mod forwarding;
 mod health;
 mod lifecycle;

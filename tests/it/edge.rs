@@ -1,0 +1,140 @@
+//! Edge policy answered on the worker: routes with `respond` and `redirect` (no
+//! upstream), and `allow` / `deny` address lists in `[server]` and per route.
+
+use crate::support::*;
+use std::net::IpAddr;
+
+#[test]
+fn a_respond_route_answers_without_any_upstream() {
+    let text = "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n\
+        [[routes]]\npath = \"/healthz\"\n\
+        respond = { status = 200, body = \"ok\\n\", headers = { \"Cache-Control\" = \"no-store\" } }\n\n\
+        [[routes]]\npath_prefix = \"/\"\nrespond = { status = 503, body = \"down for maintenance\\n\" }\n";
+    let (_proxy, addr) = start_proxy(text);
+    let mut c = Client::connect(addr);
+    let r = c.get("/healthz");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    assert_eq!(r.headers.get("cache-control"), Some("no-store"));
+    assert_eq!(
+        r.headers.get("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert!(r.headers.has("date"));
+    c.send(b"HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = c.read_head_response();
+    assert_eq!(r.headers.get("content-length"), Some("3"));
+    let r = c.get("/anything");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (503, "down for maintenance\n")
+    );
+    // A request with a body is answered, and the connection closed (the body unread).
+    let r = c.request(b"POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody");
+    assert_eq!(r.status, 200);
+    assert!(r.closes());
+    c.assert_closed();
+}
+
+#[test]
+fn a_redirect_route_fills_in_its_variables() {
+    let up = Upstream::start("edge-redirect", Mode::Ok);
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n\
+         [upstreams.web]\nservers = [\"{}\"]\n\n\
+         [[routes]]\nhost = \"old.example\"\nredirect = {{ to = \"https://new.example$request_uri\", status = 301 }}\n\n\
+         [[routes]]\npath_prefix = \"/go\"\nredirect = {{ to = \"$scheme://$host/landing?from=$uri&$args\" }}\n\n\
+         [[routes]]\npath_prefix = \"/\"\nupstream = \"web\"\n",
+        up.addr()
+    );
+    let (_proxy, addr) = start_proxy(&text);
+    let mut c = Client::connect(addr);
+    let r = c.request(b"GET /a/b?x=1 HTTP/1.1\r\nHost: old.example\r\n\r\n");
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.headers.get("location"),
+        Some("https://new.example/a/b?x=1")
+    );
+    assert!(!r.closes());
+    let r = c.request(b"GET /go/here?y=2 HTTP/1.1\r\nHost: site.test:8080\r\n\r\n");
+    assert_eq!(r.status, 308, "the default status");
+    assert_eq!(
+        r.headers.get("location"),
+        Some("http://site.test/landing?from=/go/here&y=2")
+    );
+    assert_eq!(c.get("/other").status, 200);
+    assert_eq!(
+        up.requests(),
+        1,
+        "only the last request reached the upstream"
+    );
+}
+
+#[test]
+fn deny_and_allow_lists_refuse_with_403() {
+    let up = Upstream::start("edge-acl", Mode::Ok);
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\ndeny = [\"127.0.0.2\"]\n\n\
+         [upstreams.web]\nservers = [\"{}\"]\n\n\
+         [[routes]]\npath_prefix = \"/admin\"\nupstream = \"web\"\nallow = [\"127.0.0.3/32\", \"10.0.0.0/8\"]\n\n\
+         [[routes]]\npath_prefix = \"/\"\nupstream = \"web\"\n",
+        up.addr()
+    );
+    let (_proxy, addr) = start_proxy(&text);
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let mut denied = Client::connect_from(ip("127.0.0.2"), addr);
+    let r = denied.get("/");
+    assert_eq!(r.status, 403, "[server] deny");
+    assert!(r.closes());
+    let mut other = Client::connect_from(ip("127.0.0.1"), addr);
+    assert_eq!(other.get("/").status, 200);
+    let mut other = Client::connect_from(ip("127.0.0.1"), addr);
+    assert_eq!(
+        other.get("/admin/x").status,
+        403,
+        "not in the route's allow list"
+    );
+    let mut admin = Client::connect_from(ip("127.0.0.3"), addr);
+    assert_eq!(admin.get("/admin/x").status, 200);
+    assert_eq!(
+        up.requests(),
+        2,
+        "refused requests never reach the upstream"
+    );
+}
+
+#[test]
+fn route_answer_kinds_and_lists_are_validated() {
+    let bad = [
+        (
+            "[[routes]]\nupstream = \"web\"\nrespond = { status = 200 }\n",
+            "needs exactly one of upstream, respond and redirect",
+        ),
+        (
+            "[[routes]]\npath = \"/\"\n",
+            "needs exactly one of upstream, respond and redirect",
+        ),
+        (
+            "[[routes]]\nredirect = { to = \"/x\", status = 200 }\n",
+            "must be 301, 302, 303, 307 or 308",
+        ),
+        (
+            "[[routes]]\nrespond = { status = 204, body = \"x\" }\n",
+            "a 204 has no body",
+        ),
+        (
+            "[[routes]]\nrespond = { headers = { \"Content-Length\" = \"1\" } }\n",
+            "is set by the proxy",
+        ),
+        (
+            "[[routes]]\nupstream = \"web\"\ndeny = [\"10.0.0.1/8\"]\n",
+            "routes[0].deny",
+        ),
+    ];
+    for (routes, want) in bad {
+        let text = format!("[upstreams.web]\nservers = [\"127.0.0.1:9\"]\n{routes}");
+        let err = ringway::config::Config::parse(&text, "t.toml")
+            .expect_err(routes)
+            .to_string();
+        assert!(err.contains(want), "{routes}: {err}");
+    }
+}
