@@ -32,6 +32,10 @@ pub enum ProxyError {
     /// An `Expect` value other than `100-continue`.
     #[error("expectation failed")]
     ExpectationFailed,
+    /// The route's `limit` has no token for this client now; a token comes in this
+    /// many seconds (`Retry-After`).
+    #[error("too many requests (rate limit)")]
+    TooManyRequests(u32),
     /// The client's address is refused by an `allow` / `deny` list.
     #[error("forbidden")]
     Forbidden,
@@ -112,6 +116,7 @@ impl ProxyError {
             BadRequest(_) => 400,
             NoRoute => 404,
             Forbidden => 403,
+            TooManyRequests(_) => 429,
             // nginx's code for a request the client abandoned; never sent.
             ClientGone => 499,
             RequestTimeout => 408,
@@ -214,6 +219,7 @@ impl ProxyError {
             ExpectationFailed => "ExpectationFailed",
             NoRoute => "NoRoute",
             Forbidden => "Forbidden",
+            TooManyRequests(_) => "TooManyRequests",
             UnknownUpstream => "UnknownUpstream",
             RequestTimeout => "RequestTimeout",
             ClientGone => "ClientGone",
@@ -244,6 +250,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         409 => "Conflict",
         411 => "Length Required",
+        429 => "Too Many Requests",
         413 => "Content Too Large",
         422 => "Unprocessable Content",
         408 => "Request Timeout",
@@ -323,6 +330,9 @@ pub fn write_error_response(out: &mut Vec<u8>, r: &ErrorReply<'_>) {
         body.len(),
     );
     out.extend_from_slice(r.date);
+    if let ProxyError::TooManyRequests(secs) = err {
+        let _ = write!(out, "\r\nretry-after: {secs}");
+    }
     let _ = write!(
         out,
         "\r\n{}\r\n{}",

@@ -47,6 +47,9 @@ impl Hasher for Fnv {
 /// A `HashMap` keyed by `String` with [`Fnv`].
 pub type FnvMap<V> = std::collections::HashMap<String, V, BuildHasherDefault<Fnv>>;
 
+/// The hasher builder of [`FnvMap`], for maps with other keys.
+pub type FnvBuild = BuildHasherDefault<Fnv>;
+
 /// A stable, well-mixed 64-bit hash of `bytes` (FNV-1a, then murmur3's finalizer for
 /// avalanche): balancing keys, ring points and request-id prefixes.
 pub fn hash_bytes(bytes: &[u8]) -> u64 {

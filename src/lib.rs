@@ -38,6 +38,7 @@
 //! - [`metrics`]: per-worker counters, copied to the control thread when scraped.
 //! - [`timer`]: coarse per-worker timers for every wait on the request path.
 //! - [`retry`]: the per-worker retry budget.
+//! - [`limit`]: per-worker token buckets for `[[routes]] limit`.
 //! - [`error`]: every request failure, its status and whether it may be retried.
 //! - [`hash`]: the one FNV hash (tables, balancing keys, ring points).
 //! - [`backend`]: the built-in demo origin server.
@@ -59,6 +60,7 @@ pub mod error;
 pub mod hash;
 pub mod health;
 pub mod http;
+pub mod limit;
 pub mod listen;
 pub mod log;
 pub mod metrics;

@@ -301,6 +301,10 @@ pub struct ConnCounts {
     pub tunnels_open: u64,
     /// Upgrade tunnels opened since start.
     pub tunnels_total: u64,
+    /// Requests refused by a route's `limit` (429).
+    pub rate_limited: u64,
+    /// Requests refused by `allow` / `deny` (403).
+    pub forbidden: u64,
 }
 
 impl ConnCounts {
@@ -311,6 +315,8 @@ impl ConnCounts {
             tls_failed: a.tls_failed + w.conns.tls_failed,
             tunnels_open: a.tunnels_open + w.conns.tunnels_open,
             tunnels_total: a.tunnels_total + w.conns.tunnels_total,
+            rate_limited: a.rate_limited + w.conns.rate_limited,
+            forbidden: a.forbidden + w.conns.forbidden,
         })
     }
 }

@@ -49,6 +49,9 @@ pub struct Generation {
     /// Reusable capture slots for routes that name their group from the path (`None`
     /// for the others), so reading the captures allocates nothing.
     captures: Vec<Option<RefCell<regex::CaptureLocations>>>,
+    /// This worker's token buckets for routes with `limit` (`None` for the others).
+    /// Kept per generation: a reload starts every bucket full again.
+    limiters: Vec<Option<crate::limit::Limiter>>,
     /// This worker's counters for this generation's routes and groups.
     metrics: GenMetrics,
 }
@@ -77,6 +80,11 @@ impl Generation {
     /// Capture slots for route `route`'s regex, when it names its group from the path.
     pub fn captures(&self, route: usize) -> Option<std::cell::RefMut<'_, regex::CaptureLocations>> {
         self.captures.get(route)?.as_ref().map(RefCell::borrow_mut)
+    }
+
+    /// Route `route`'s token buckets on this worker, when it has a `limit`.
+    pub fn limiter(&self, route: usize) -> Option<&crate::limit::Limiter> {
+        self.limiters.get(route)?.as_ref()
     }
 
     /// This generation's counters (count only when `snap().metrics`).
@@ -185,6 +193,7 @@ impl Shard {
                 snap: snap.clone(),
                 groups: Vec::new(),
                 captures: Vec::new(),
+                limiters: Vec::new(),
                 metrics: GenMetrics::new(0, 0),
             })),
             servers: RefCell::new(Vec::new()),
@@ -289,11 +298,23 @@ impl Shard {
                 _ => None,
             })
             .collect();
+        let workers = snap.server.workers;
+        let limiters = snap
+            .router
+            .routes()
+            .iter()
+            .map(|r| {
+                r.limit
+                    .as_ref()
+                    .map(|l| crate::limit::Limiter::new(l.per_sec, l.burst, workers))
+            })
+            .collect();
         let metrics = GenMetrics::new(snap.router.routes().len(), snap.groups.len());
         *self.current.borrow_mut() = Rc::new(Generation {
             snap,
             groups,
             captures,
+            limiters,
             metrics,
         });
         // Counters of the generation going away carry on under their labels, once the
@@ -527,6 +548,17 @@ impl Shard {
             c.tunnels_total += 1;
         } else {
             c.tunnels_open = c.tunnels_open.saturating_sub(1);
+        }
+        self.conn_counts.set(c);
+    }
+
+    /// A request was refused: by a route's `limit` (`limited`) or by `allow` / `deny`.
+    pub fn refused(&self, limited: bool) {
+        let mut c = self.conn_counts.get();
+        if limited {
+            c.rate_limited += 1;
+        } else {
+            c.forbidden += 1;
         }
         self.conn_counts.set(c);
     }

@@ -114,6 +114,36 @@ pub fn parse_redirect(text: &str) -> Result<Vec<RedirectPart>, String> {
     Ok(parts)
 }
 
+/// A route's `limit = { rate = "100/s", burst = 50, key = "$remote_addr" }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    /// Requests per second over the whole process.
+    pub per_sec: f64,
+    /// Requests allowed at once beyond the rate.
+    pub burst: u32,
+    /// What a bucket is kept per.
+    pub key: super::HashKey,
+    /// As written (`100/s`), for messages and `GET /config`.
+    pub text: String,
+}
+
+/// Parses `N/s`, `N/m` or `N/h` (N a positive number) into requests per second.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let err = || format!("`{text}` is not a rate: write N/s, N/m or N/h, e.g. \"100/s\"");
+    let (n, unit) = text.split_once('/').ok_or_else(err)?;
+    let n: f64 = n.trim().parse().map_err(|_| err())?;
+    let per = match unit.trim() {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(err()),
+    };
+    if !(n.is_finite() && n > 0.0) {
+        return Err(err());
+    }
+    Ok(n / per)
+}
+
 /// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {

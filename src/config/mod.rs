@@ -16,7 +16,7 @@ pub mod upstream;
 
 pub use crate::http::edits::{HeaderEdits, Template, Var};
 pub use cache::{CacheConfig, KeyPart, RouteCache};
-pub use local::{Access, Cidr, LocalAnswer, RedirectPart, RedirectVar};
+pub use local::{Access, Cidr, LocalAnswer, RateLimit, RedirectPart, RedirectVar};
 pub use routes::{HostMatch, NamePart, NameTemplate, PathMatch, Route, Target, ValueMatch};
 pub use upstream::{Balance, HashKey, HealthCheck, RetryOn, Server, Upstream};
 

@@ -326,6 +326,7 @@ pub struct RawRoute {
     pub redirect: Option<Spanned<RawRedirect>>,
     pub allow: Option<Spanned<Vec<String>>>,
     pub deny: Option<Spanned<Vec<String>>>,
+    pub limit: Option<Spanned<RawLimit>>,
     #[serde(default)]
     pub strip_prefix: bool,
     pub rewrite_prefix: Option<Spanned<String>>,
@@ -345,6 +346,15 @@ pub struct RawRespond {
     pub body: String,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+}
+
+/// A route's `limit = { rate = "100/s", burst = 50, key = "$remote_addr" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    pub rate: String,
+    pub burst: Option<i64>,
+    pub key: Option<String>,
 }
 
 /// A route's `redirect = { to = "https://$host$request_uri", status = 308 }`.

@@ -106,9 +106,49 @@ pub struct Route {
     /// What the route answers itself (`respond`, `redirect`); `upstream` is then
     /// `Target::Local`.
     pub local: Option<super::LocalAnswer>,
+    /// `limit`: a token bucket per key (per worker, the rate split over workers).
+    pub limit: Option<super::RateLimit>,
 }
 
 impl Validator<'_> {
+    /// A route's `limit`, validated.
+    fn rate_limit(
+        &self,
+        raw: Option<&toml::Spanned<super::raw::RawLimit>>,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<Option<super::RateLimit>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let (span, l) = (raw.span(), raw.get_ref());
+        let per_sec = super::local::parse_rate(&l.rate)
+            .or_else(|m| self.err(span.clone(), key("limit.rate"), m))?;
+        // Default burst: one second's worth (at least 1), as nginx users size it.
+        let burst = match l.burst {
+            None => per_sec.ceil().clamp(1.0, 1e6) as u32,
+            Some(b) if (1..=1_000_000).contains(&b) => b as u32,
+            Some(b) => {
+                return self.err(
+                    span,
+                    key("limit.burst"),
+                    format!("must be 1-1000000, got {b}"),
+                )
+            }
+        };
+        let hash_key = match l.key.as_deref() {
+            None => super::HashKey::RemoteAddr,
+            Some(k) => {
+                super::HashKey::parse(k).or_else(|m| self.err(span.clone(), key("limit.key"), m))?
+            }
+        };
+        Ok(Some(super::RateLimit {
+            per_sec,
+            burst,
+            key: hash_key,
+            text: l.rate.clone(),
+        }))
+    }
+
     /// A route's `respond` or `redirect`, validated.
     fn local_answer(
         &self,
@@ -416,6 +456,7 @@ impl Validator<'_> {
             cache: self.route_cache(r.cache, &key("cache"), cache)?,
             max_body_bytes: r.max_body_bytes.map(|m| m.into_inner().0),
             access: self.access(r.allow.as_ref(), r.deny.as_ref(), &format!("routes[{i}]"))?,
+            limit: self.rate_limit(r.limit.as_ref(), &key)?,
             local,
         })
     }

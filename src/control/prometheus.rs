@@ -386,6 +386,22 @@ fn process(out: &mut String, s: &State, stats: &[WorkerStats], t: &Totals, now: 
     let _ = writeln!(out, "ringway_tunnels_total {}", c.tunnels_total);
     family(
         out,
+        "ringway_refused_requests_total",
+        "counter",
+        "Requests refused before routing or forwarding, by reason (rate_limit: 429, access: 403).",
+    );
+    let _ = writeln!(
+        out,
+        "ringway_refused_requests_total{{reason=\"rate_limit\"}} {}",
+        c.rate_limited
+    );
+    let _ = writeln!(
+        out,
+        "ringway_refused_requests_total{{reason=\"access\"}} {}",
+        c.forbidden
+    );
+    family(
+        out,
         "ringway_client_bytes_total",
         "counter",
         "Bytes read from clients (in) and written to them (out).",

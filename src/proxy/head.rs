@@ -53,6 +53,10 @@ pub(super) struct Head {
     /// The route (by index) answers itself (`respond`, `redirect`; a redirect's
     /// `Location` is in `out`).
     pub local: Option<usize>,
+    /// The request is refused before going anywhere: `Forbidden` (allow / deny) or
+    /// `TooManyRequests` (the route's `limit`), with the route that refused it (none:
+    /// `[server]`'s lists).
+    pub refusal: Option<(ProxyError, Option<usize>)>,
     /// The request asks to switch to this protocol (lowercase, without a version), one
     /// the config tunnels: it is forwarded with its Upgrade headers, and a 101 naming
     /// the same protocol turns the connection into a tunnel.
@@ -246,11 +250,14 @@ fn prepare(
         upgrade: None,
         max_body: p.gen.snap().server.max_body_bytes,
         local: None,
+        refusal: None,
     };
     out.clear();
     let snap = p.gen.snap();
     if !snap.server.access.is_empty() && !snap.server.access.admits(p.ip) {
-        return Err(ProxyError::Forbidden);
+        head.refusal = Some((ProxyError::Forbidden, None));
+        log_begin(p, &req, &mut head, "", log);
+        return Ok(Some(head));
     }
     if p.redirect {
         https_location(out, req.host, snap.https_port, req.path, req.query);
@@ -262,8 +269,10 @@ fn prepare(
         return Ok(Some(head));
     };
     let route = snap.router.route(index);
-    if !route.access.is_empty() && !route.access.admits(p.ip) {
-        return Err(ProxyError::Forbidden);
+    if let Some(err) = refused(p, index, route, &view) {
+        head.refusal = Some((err, Some(index)));
+        log_begin(p, &req, &mut head, &route.label, log);
+        return Ok(Some(head));
     }
     if let Some(local) = &route.local {
         head.local = Some(index);
@@ -314,6 +323,26 @@ fn prepare(
     forward(p, route, &req, (path, rest), out, &mut head);
     log_begin(p, &req, &mut head, &route.label, log);
     Ok(Some(head))
+}
+
+/// Why route `index` refuses this request now, if it does: its `allow` / `deny`, then a
+/// token from its `limit` (taken here: a refused request takes none).
+fn refused(
+    p: &Prep<'_>,
+    index: usize,
+    route: &Route,
+    view: &RequestView<'_>,
+) -> Option<ProxyError> {
+    if !route.access.is_empty() && !route.access.admits(p.ip) {
+        return Some(ProxyError::Forbidden);
+    }
+    let (limit, limiter) = (route.limit.as_ref()?, p.gen.limiter(index)?);
+    // A request without the key (no such header or cookie) is not limited.
+    let key = request_hash(Balance::RoundRobin, Some(&limit.key), view, p.peer)?;
+    limiter
+        .take(key, p.shard.now())
+        .err()
+        .map(ProxyError::TooManyRequests)
 }
 
 /// The protocol an `Upgrade` value asks for first (its name, lowercase, without a

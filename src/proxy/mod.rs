@@ -245,6 +245,19 @@ async fn respond_to(c: &mut Conn<'_>, gen: &Rc<Generation>, head: &head::Head) -
     let timed = gen.snap().metrics || gen.snap().access.is_some();
     let started = timed.then(Instant::now);
     c.bytes_in = head.len as u64;
+    if let Some((err, _)) = head.refusal {
+        // Bodiless: consumed, and the connection kept. With a body: answered and closed.
+        let drained = head.body == crate::http::Framing::None;
+        if drained {
+            c.cbuf.consume(head.len);
+        }
+        c.shard
+            .refused(matches!(err, ProxyError::TooManyRequests(_)));
+        let failed = respond::Failed { err, drained };
+        let keep = respond::answer(c, gen, Some(head), failed).await;
+        finish(c, gen, head, started, (err.status(), None));
+        return keep;
+    }
     if head.redirect || head.local.is_some() {
         let (keep, status) = match head.redirect {
             true => respond::redirect(c, gen, head).await,
@@ -303,8 +316,9 @@ fn finish(
         };
         c.shard.access_line(format, c.log, head.log_split, &outcome);
     }
+    let refused_by = head.refusal.and_then(|(_, r)| r);
     let record = RequestRecord {
-        route: head.route.map(|(r, _)| r),
+        route: head.route.map(|(r, _)| r).or(head.local).or(refused_by),
         method: head.method,
         status,
         started,

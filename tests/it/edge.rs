@@ -84,7 +84,10 @@ fn deny_and_allow_lists_refuse_with_403() {
     let mut denied = Client::connect_from(ip("127.0.0.2"), addr);
     let r = denied.get("/");
     assert_eq!(r.status, 403, "[server] deny");
-    assert!(r.closes());
+    assert!(
+        !r.closes(),
+        "a bodiless request refused keeps its connection"
+    );
     let mut other = Client::connect_from(ip("127.0.0.1"), addr);
     assert_eq!(other.get("/").status, 200);
     let mut other = Client::connect_from(ip("127.0.0.1"), addr);
@@ -129,6 +132,14 @@ fn route_answer_kinds_and_lists_are_validated() {
             "[[routes]]\nupstream = \"web\"\ndeny = [\"10.0.0.1/8\"]\n",
             "routes[0].deny",
         ),
+        (
+            "[[routes]]\nupstream = \"web\"\nlimit = { rate = \"fast\" }\n",
+            "routes[0].limit.rate",
+        ),
+        (
+            "[[routes]]\nupstream = \"web\"\nlimit = { rate = \"5/s\", key = \"$nope\" }\n",
+            "routes[0].limit.key",
+        ),
     ];
     for (routes, want) in bad {
         let text = format!("[upstreams.web]\nservers = [\"127.0.0.1:9\"]\n{routes}");
@@ -137,4 +148,50 @@ fn route_answer_kinds_and_lists_are_validated() {
             .to_string();
         assert!(err.contains(want), "{routes}: {err}");
     }
+}
+
+#[test]
+fn a_route_limit_answers_429_with_retry_after_per_client_and_counts_it() {
+    let up = Upstream::start("edge-limit", Mode::Ok);
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [upstreams.web]\nservers = [\"{}\"]\n\n\
+         [[routes]]\npath_prefix = \"/api\"\nupstream = \"web\"\n\
+         limit = {{ rate = \"1/m\", burst = 3, key = \"$remote_addr\" }}\n\n\
+         [[routes]]\npath_prefix = \"/\"\nupstream = \"web\"\n",
+        up.addr()
+    );
+    let (proxy, addr) = start_proxy(&text);
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let mut a = Client::connect_from(ip("127.0.0.1"), addr);
+    for i in 0..3 {
+        assert_eq!(a.get(&format!("/api/{i}")).status, 200, "within the burst");
+    }
+    let r = a.get("/api/3");
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(
+        r.headers.get("retry-after"),
+        Some("60"),
+        "one token a minute"
+    );
+    assert!(!r.closes());
+    assert_eq!(a.get("/other").status, 200, "other routes are not limited");
+    // Another client has its own bucket.
+    let mut b = Client::connect_from(ip("127.0.0.5"), addr);
+    assert_eq!(b.get("/api/x").status, 200);
+    assert_eq!(
+        up.requests(),
+        5,
+        "refused requests never reach the upstream"
+    );
+    let metrics = crate::admin::call(proxy.admin_addr().unwrap(), "GET", "/metrics", None).text();
+    assert!(
+        metrics.contains("ringway_refused_requests_total{reason=\"rate_limit\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("route=\"routes[0]\",method=\"GET\",code=\"4xx\"} 1"),
+        "{metrics}"
+    );
 }
