@@ -25,6 +25,7 @@
 //! - [`client`]: the client stream (plain or TLS) and the facts of a connection.
 //! - [`tls`]: rustls sessions on monoio sockets, listener certificates, upstream configs.
 //! - [`proxy`]: one client connection, the whole request path top to bottom.
+//! - [`proxy_protocol`]: the PROXY protocol header (v1, v2) from an L4 balancer.
 //! - [`http`]: HTTP/1.1 heads, framing, chunked coding, rewrites and header edits, no I/O.
 //! - [`body`]: streams bodies between connections by their framing.
 //! - [`buf`]: the reusable per-connection read buffer and owned-buffer I/O.
@@ -65,6 +66,7 @@ pub mod listen;
 pub mod log;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod retry;
 pub mod route;
 pub mod server;

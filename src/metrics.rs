@@ -305,6 +305,9 @@ pub struct ConnCounts {
     pub rate_limited: u64,
     /// Requests refused by `allow` / `deny` (403).
     pub forbidden: u64,
+    /// Connections closed on a `proxy_protocol` listener: untrusted peer, or no valid
+    /// PROXY header in time.
+    pub proxy_refused: u64,
 }
 
 impl ConnCounts {
@@ -317,6 +320,7 @@ impl ConnCounts {
             tunnels_total: a.tunnels_total + w.conns.tunnels_total,
             rate_limited: a.rate_limited + w.conns.rate_limited,
             forbidden: a.forbidden + w.conns.forbidden,
+            proxy_refused: a.proxy_refused + w.conns.proxy_refused,
         })
     }
 }

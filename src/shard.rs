@@ -563,6 +563,13 @@ impl Shard {
         self.conn_counts.set(c);
     }
 
+    /// A connection on a `proxy_protocol` listener was closed without being served.
+    pub fn proxy_header_refused(&self) {
+        let mut c = self.conn_counts.get();
+        c.proxy_refused += 1;
+        self.conn_counts.set(c);
+    }
+
     /// A client connection closed.
     pub fn conn_closed(&self) {
         self.open.set(self.open.get().saturating_sub(1));

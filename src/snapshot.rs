@@ -54,6 +54,8 @@ pub struct ListenerRole {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Every request is answered 308 to `https://` (`[server] redirect_https`).
     pub redirect_https: bool,
+    /// Connections start with a PROXY protocol header (from a trusted balancer).
+    pub proxy_protocol: bool,
 }
 
 impl Snapshot {
@@ -108,6 +110,7 @@ impl Snapshot {
                 addr: *addr,
                 tls: self.server.tls_of(l).map(|t| t.config.clone()),
                 redirect_https: self.server.redirect_https == Some(*l),
+                proxy_protocol: self.server.proxy_protocol.contains(l),
             })
             .collect();
         self.https_port = self

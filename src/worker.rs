@@ -305,9 +305,14 @@ async fn accept_loop(
                     continue;
                 };
                 let facts = ConnFacts::new(peer, info.clone());
-                match &role.tls {
-                    None => monoio::spawn(proxy::serve(ClientStream::Plain(stream), facts)),
-                    Some(config) => monoio::spawn(proxy::serve_tls(stream, config.clone(), facts)),
+                match (&role.tls, role.proxy_protocol) {
+                    (tls, true) => monoio::spawn(proxy::serve_proxied(stream, tls.clone(), facts)),
+                    (None, false) => {
+                        monoio::spawn(proxy::serve(ClientStream::Plain(stream), facts))
+                    }
+                    (Some(config), false) => {
+                        monoio::spawn(proxy::serve_tls(stream, config.clone(), facts))
+                    }
                 };
             }
             Err(_) if stopped.get() => break,

@@ -192,6 +192,10 @@ pub struct ServerConfig {
     pub max_connections_derived: bool,
     /// `allow` / `deny` for every route (checked before a route's own).
     pub access: Access,
+    /// The listen entries that expect a PROXY protocol header first.
+    pub proxy_protocol: Vec<Listen>,
+    /// Peers allowed to send a PROXY header (`trusted_proxies`).
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl ServerConfig {
@@ -486,6 +490,32 @@ impl Validator<'_> {
         Ok(())
     }
 
+    /// `[server] trusted_proxies`: needed as soon as a listener takes PROXY headers.
+    fn trusted_proxies(
+        &self,
+        raw: Option<&Spanned<Vec<String>>>,
+        proxied: &[Listen],
+    ) -> Result<Vec<Cidr>, ConfigError> {
+        let key = || "server.trusted_proxies".to_string();
+        let list = raw.map_or(&[][..], |r| r.get_ref().as_slice());
+        let span = raw.map_or(0..0, |r| r.span());
+        let mut out = Vec::new();
+        for t in list {
+            out.push(Cidr::parse(t).or_else(|m| self.err(span.clone(), key(), m))?);
+        }
+        if out.is_empty() && !proxied.is_empty() {
+            return self.err(
+                span,
+                key(),
+                format!(
+                    "`{}` takes PROXY headers: list the balancers allowed to send them (CIDRs)",
+                    proxied[0]
+                ),
+            );
+        }
+        Ok(out)
+    }
+
     /// `allow` / `deny` lists under `table` (`server`, `routes[i]`).
     pub(super) fn access(
         &self,
@@ -603,10 +633,11 @@ impl Validator<'_> {
         }
         let mut listen: Vec<Listen> = Vec::new();
         let mut tls = Vec::new();
+        let mut proxy_protocol = Vec::new();
         for raw_entry in listen_strs {
-            let (a, raw_tls) = match raw_entry {
-                RawListen::Addr(a) => (a, None),
-                RawListen::Table(t) => (t.addr, t.tls),
+            let (a, raw_tls, proxied) = match raw_entry {
+                RawListen::Addr(a) => (a, None, false),
+                RawListen::Table(t) => (t.addr, t.tls, t.proxy_protocol),
             };
             let a = &a;
             let tls_on = raw_tls.is_some();
@@ -634,6 +665,9 @@ impl Validator<'_> {
             }
             if let Some(t) = raw_tls {
                 tls.push((entry, self.listen_tls(t, a, listen_span.clone())?));
+            }
+            if proxied {
+                proxy_protocol.push(entry);
             }
             listen.push(entry);
         }
@@ -717,6 +751,8 @@ impl Validator<'_> {
             },
             max_connections_derived: s.max_connections.is_none(),
             access: self.access(s.allow.as_ref(), s.deny.as_ref(), "server")?,
+            trusted_proxies: self.trusted_proxies(s.trusted_proxies.as_ref(), &proxy_protocol)?,
+            proxy_protocol,
         };
         self.positive_durations(&server)?;
 

@@ -118,6 +118,7 @@ pub struct RawServer {
     pub max_connections: Option<Spanned<i64>>,
     pub allow: Option<Spanned<Vec<String>>>,
     pub deny: Option<Spanned<Vec<String>>>,
+    pub trusted_proxies: Option<Spanned<Vec<String>>>,
 }
 
 /// One `listen` entry: `"ADDR"` or `{ addr = "ADDR", tls = { ... } }`.
@@ -136,6 +137,8 @@ pub enum RawListen {
 pub struct RawListenTable {
     pub addr: String,
     pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// A listener's `tls`: `{ cert, key }` or `{ certs = [{ cert, key }, ...] }`.
@@ -197,6 +200,7 @@ impl Default for RawServer {
             max_connections: None,
             allow: None,
             deny: None,
+            trusted_proxies: None,
         }
     }
 }

@@ -402,6 +402,17 @@ fn process(out: &mut String, s: &State, stats: &[WorkerStats], t: &Totals, now: 
     );
     family(
         out,
+        "ringway_proxy_protocol_refused_total",
+        "counter",
+        "Connections closed on a proxy_protocol listener: untrusted peer or no valid PROXY header.",
+    );
+    let _ = writeln!(
+        out,
+        "ringway_proxy_protocol_refused_total {}",
+        c.proxy_refused
+    );
+    family(
+        out,
         "ringway_client_bytes_total",
         "counter",
         "Bytes read from clients (in) and written to them (out).",

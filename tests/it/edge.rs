@@ -195,3 +195,84 @@ fn a_route_limit_answers_429_with_retry_after_per_client_and_counts_it() {
         "{metrics}"
     );
 }
+
+fn proxied_config(up: std::net::SocketAddr) -> String {
+    format!(
+        "[server]\nlisten = [{{ addr = \"127.0.0.1:0\", proxy_protocol = true }}]\nworkers = 1\n\
+         trusted_proxies = [\"127.0.0.1\"]\ndeny = [\"203.0.113.66\"]\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [upstreams.web]\nservers = [\"{up}\"]\n\n\
+         [[routes]]\npath_prefix = \"/\"\nupstream = \"web\"\n"
+    )
+}
+
+#[test]
+fn a_proxy_protocol_header_from_a_trusted_balancer_names_the_client() {
+    let up = Upstream::start("edge-proxy", Mode::Ok);
+    let (proxy, addr) = start_proxy(&proxied_config(up.addr()));
+    let mut c = Client::connect(addr);
+    c.send(b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n");
+    let r = c.get("/v1");
+    assert_eq!(r.status, 200);
+    let seen = up.last();
+    assert_eq!(seen.headers.get("x-forwarded-for"), Some("203.0.113.7"));
+    assert!(seen
+        .headers
+        .get("forwarded")
+        .unwrap()
+        .contains("for=203.0.113.7"));
+    assert_eq!(
+        c.get("/again").status,
+        200,
+        "the header is read once per connection"
+    );
+    // Version 2, in the same write as the request.
+    let src: std::net::SocketAddr = "[2001:db8::7]:4000".parse().unwrap();
+    let mut raw = ringway::proxy_protocol::v2_header(src, addr);
+    raw.extend_from_slice(b"GET /v2 HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = Client::connect(addr).request(&raw);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        up.last().headers.get("x-forwarded-for"),
+        Some("2001:db8::7")
+    );
+    // LOCAL (the balancer's own health check): the peer stands.
+    let mut local = ringway::proxy_protocol::v2_header(src, addr);
+    local[12] = 0x20;
+    local.extend_from_slice(b"GET /local HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(Client::connect(addr).request(&local).status, 200);
+    assert_eq!(up.last().headers.get("x-forwarded-for"), Some("127.0.0.1"));
+    // deny applies to the client the header names.
+    let mut c = Client::connect(addr);
+    c.send(b"PROXY TCP4 203.0.113.66 127.0.0.1 5555 80\r\n");
+    assert_eq!(c.get("/denied").status, 403);
+    assert_eq!(up.requests(), 4);
+    let _ = proxy;
+}
+
+#[test]
+fn a_proxy_protocol_listener_closes_untrusted_peers_and_missing_headers() {
+    let up = Upstream::start("edge-proxy-bad", Mode::Ok);
+    let (proxy, addr) = start_proxy(&proxied_config(up.addr()));
+    // A plain request where the header should be.
+    let mut c = Client::connect(addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    c.assert_closed();
+    // A valid header from a peer that is not a trusted balancer.
+    let mut c = Client::connect_from("127.0.0.2".parse::<IpAddr>().unwrap(), addr);
+    c.send(b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    c.assert_closed();
+    assert_eq!(up.requests(), 0);
+    let metrics = crate::admin::call(proxy.admin_addr().unwrap(), "GET", "/metrics", None).text();
+    assert!(
+        metrics.contains("ringway_proxy_protocol_refused_total 2"),
+        "{metrics}"
+    );
+    // A PROXY listener needs trusted_proxies.
+    let text = "[server]\nlisten = [{ addr = \"127.0.0.1:0\", proxy_protocol = true }]\n\
+                [upstreams.web]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nupstream = \"web\"\n";
+    let err = ringway::config::Config::parse(text, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server.trusted_proxies"), "{err}");
+}

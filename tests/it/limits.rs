@@ -66,7 +66,9 @@ fn a_chunked_body_that_grows_past_max_body_bytes_is_cut_with_413() {
     let r = c.read_response();
     assert_eq!(r.status, 413, "{r:?}");
     assert!(r.closes());
-    // The upstream connection that got part of the body is not reused.
+    // The upstream connection that got part of the body is not reused. (The upstream
+    // counts its accepts on its own thread: wait for the first to be counted.)
+    assert!(poll_until(Duration::from_secs(5), || up.accepted() == 1));
     let before = up.accepted();
     let r = Client::connect(addr)
         .request(b"POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
