@@ -11,6 +11,7 @@ mod bodies;
 mod cache;
 mod cli;
 mod edge;
+mod faults;
 mod forwarding;
 mod health;
 mod lifecycle;
