@@ -225,7 +225,7 @@ fn prepare<'b>(
             ));
         };
         let names = |v: &&[u8]| {
-            super::head::first_protocol(v).is_some_and(|p| p.eq_ignore_ascii_case(wanted))
+            super::gate::first_protocol(v).is_some_and(|p| p.eq_ignore_ascii_case(wanted))
         };
         let Some(offered) = offered.filter(names) else {
             return Err(ProxyError::BadResponse(

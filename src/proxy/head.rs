@@ -2,7 +2,7 @@
 //! buffer), normalize the path, route, and write the head the upstream will get into
 //! `out`. What later steps need is kept in a small [`Head`] after the buffer borrow ends.
 
-use super::Conn;
+use super::{gate, Conn};
 use crate::buf::Fill;
 use crate::config::{Balance, HashKey, NamePart, PathMatch, Route, Target, UpstreamId, Var};
 use crate::error::ProxyError;
@@ -145,48 +145,16 @@ pub(super) async fn read(
 }
 
 /// What preparing a head needs besides its bytes.
-struct Prep<'a> {
-    shard: &'a Shard,
-    gen: &'a Generation,
-    peer: &'a Peer,
+pub(super) struct Prep<'a> {
+    pub shard: &'a Shard,
+    pub gen: &'a Generation,
+    pub peer: &'a Peer,
     /// `http` or `https`, from the connection.
-    scheme: &'static str,
+    pub scheme: &'static str,
     /// The connection came in on a `redirect_https` listener.
-    redirect: bool,
+    pub redirect: bool,
     /// The client's address, for `allow` / `deny`.
-    ip: std::net::IpAddr,
-}
-
-/// What a redirect's variables are filled from.
-struct RedirectTarget<'a> {
-    host: &'a str,
-    /// The path as sent.
-    path: &'a str,
-    /// The query with its `?`, or empty.
-    query: &'a str,
-    scheme: &'a str,
-}
-
-impl RedirectTarget<'_> {
-    /// Writes the `Location` for `to` into `out`.
-    fn write(&self, to: &[crate::config::RedirectPart], out: &mut Vec<u8>) {
-        use crate::config::{RedirectPart, RedirectVar};
-        for part in to {
-            let text = match part {
-                RedirectPart::Lit(l) => l.as_str(),
-                RedirectPart::Var(RedirectVar::Host) => strip_port(self.host),
-                RedirectPart::Var(RedirectVar::HttpHost) => self.host,
-                RedirectPart::Var(RedirectVar::Uri) => self.path,
-                RedirectPart::Var(RedirectVar::Args) => self.query.strip_prefix('?').unwrap_or(""),
-                RedirectPart::Var(RedirectVar::Scheme) => self.scheme,
-                RedirectPart::Var(RedirectVar::RequestUri) => {
-                    out.extend_from_slice(self.path.as_bytes());
-                    self.query
-                }
-            };
-            out.extend_from_slice(text.as_bytes());
-        }
-    }
+    pub ip: std::net::IpAddr,
 }
 
 /// The connection's scratch buffers a head is prepared into.
@@ -254,13 +222,7 @@ fn prepare(
     };
     out.clear();
     let snap = p.gen.snap();
-    if !snap.server.access.is_empty() && !snap.server.access.admits(p.ip) {
-        head.refusal = Some((ProxyError::Forbidden, None));
-        log_begin(p, &req, &mut head, "", log);
-        return Ok(Some(head));
-    }
-    if p.redirect {
-        https_location(out, req.host, snap.https_port, req.path, req.query);
+    if gate::before_route(p, &req, &mut head, out) {
         log_begin(p, &req, &mut head, "", log);
         return Ok(Some(head));
     }
@@ -269,22 +231,7 @@ fn prepare(
         return Ok(Some(head));
     };
     let route = snap.router.route(index);
-    if let Some(err) = refused(p, index, route, &view) {
-        head.refusal = Some((err, Some(index)));
-        log_begin(p, &req, &mut head, &route.label, log);
-        return Ok(Some(head));
-    }
-    if let Some(local) = &route.local {
-        head.local = Some(index);
-        if let crate::config::LocalAnswer::Redirect { to, .. } = local {
-            let target = RedirectTarget {
-                host: req.host,
-                path: req.path,
-                query: req.query,
-                scheme: p.scheme,
-            };
-            target.write(to, out);
-        }
+    if gate::at_route(p, &req, &view, (index, route), &mut head, out) {
         log_begin(p, &req, &mut head, &route.label, log);
         return Ok(Some(head));
     }
@@ -307,12 +254,7 @@ fn prepare(
     let group = &p.gen.group(id).upstream;
     head.hash = request_hash(group.balance, group.hash_key.as_ref(), &view, p.peer);
     head.idempotent = group.idempotent_methods.iter().any(|m| m == req.method);
-    // Allocates only for a request that asks to upgrade.
-    head.upgrade = req
-        .upgrade
-        .filter(|_| req.body == Framing::None)
-        .and_then(|value| tunnelled(&snap.server.upgrade_protocols, value))
-        .map(Into::into);
+    head.upgrade = gate::upgrade(&snap.server.upgrade_protocols, &req);
     match &route.cache {
         // A tunnel is never a cache entry.
         Some(rc) if head.upgrade.is_none() => {
@@ -323,57 +265,6 @@ fn prepare(
     forward(p, route, &req, (path, rest), out, &mut head);
     log_begin(p, &req, &mut head, &route.label, log);
     Ok(Some(head))
-}
-
-/// Why route `index` refuses this request now, if it does: its `allow` / `deny`, then a
-/// token from its `limit` (taken here: a refused request takes none).
-fn refused(
-    p: &Prep<'_>,
-    index: usize,
-    route: &Route,
-    view: &RequestView<'_>,
-) -> Option<ProxyError> {
-    if !route.access.is_empty() && !route.access.admits(p.ip) {
-        return Some(ProxyError::Forbidden);
-    }
-    let (limit, limiter) = (route.limit.as_ref()?, p.gen.limiter(index)?);
-    // A request without the key (no such header or cookie) is not limited.
-    let key = request_hash(Balance::RoundRobin, Some(&limit.key), view, p.peer)?;
-    limiter
-        .take(key, p.shard.now())
-        .err()
-        .map(ProxyError::TooManyRequests)
-}
-
-/// The protocol an `Upgrade` value asks for first (its name, lowercase, without a
-/// `/version`), when `allowed` lists it.
-fn tunnelled(allowed: &[String], value: &[u8]) -> Option<String> {
-    let name = first_protocol(value)?;
-    allowed
-        .iter()
-        .find(|p| p.eq_ignore_ascii_case(name))
-        .cloned()
-}
-
-/// The name of the first protocol an `Upgrade` value lists (`websocket` in
-/// `websocket/13, h2c`).
-pub(super) fn first_protocol(value: &[u8]) -> Option<&str> {
-    let first = value.split(|&b| b == b',').next()?;
-    let name = crate::http::trim(first).split(|&b| b == b'/').next()?;
-    std::str::from_utf8(crate::http::trim(name)).ok()
-}
-
-/// Writes `https://HOST[:PORT]TARGET` into `out`: the request's host without its port,
-/// the TLS listener's port unless it is 443, and the target as the client sent it.
-fn https_location(out: &mut Vec<u8>, host: &str, port: Option<u16>, path: &str, query: &str) {
-    out.extend_from_slice(b"https://");
-    out.extend_from_slice(strip_port(host).as_bytes());
-    if let Some(p) = port.filter(|&p| p != 443) {
-        out.push(b':');
-        crate::http::rewrite::push_u64(out, u64::from(p));
-    }
-    out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(query.as_bytes());
 }
 
 /// Copies what the access log needs of the head into `log`, when the log is on.
@@ -535,7 +426,7 @@ fn rewritten<'a>(route: &'a Route, path: &'a str, rest: &'a str) -> [&'a [u8]; 3
 
 /// The balancing key of a request for the hashing policies; `None` for the others, or
 /// when the key (header, cookie) is absent, which makes the balancer use round robin.
-fn request_hash(
+pub(super) fn request_hash(
     balance: Balance,
     key: Option<&HashKey>,
     req: &RequestView<'_>,
@@ -590,19 +481,6 @@ mod tests {
 
     fn joined(parts: [&[u8]; 3]) -> String {
         parts.iter().map(|p| String::from_utf8_lossy(p)).collect()
-    }
-
-    #[test]
-    fn only_listed_protocols_are_tunnelled_by_their_first_name() {
-        let allowed = vec!["websocket".to_string()];
-        assert_eq!(tunnelled(&allowed, b"WebSocket"), Some("websocket".into()));
-        assert_eq!(
-            tunnelled(&allowed, b" websocket/13 , h2c"),
-            Some("websocket".into())
-        );
-        assert_eq!(tunnelled(&allowed, b"h2c, websocket"), None);
-        assert_eq!(tunnelled(&allowed, b""), None);
-        assert_eq!(first_protocol(b"h2c/1, x"), Some("h2c"));
     }
 
     #[test]
