@@ -128,6 +128,13 @@ pub struct HeaderEdits {
 }
 
 impl HeaderEdits {
+    /// No edits: what a scope without any stands for.
+    pub const NONE: HeaderEdits = HeaderEdits {
+        set: Vec::new(),
+        add: Vec::new(),
+        remove: Vec::new(),
+    };
+
     /// True when there is nothing to do (the hot path then skips all checks).
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()

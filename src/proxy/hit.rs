@@ -13,7 +13,7 @@ use super::Conn;
 use crate::buf::write_vec;
 use crate::cache::{Status, Stored};
 use crate::error::ProxyError;
-use crate::http::rewrite::{push_u64, Edits, Vars, VIA};
+use crate::http::rewrite::{push_u64, VIA};
 use crate::http::Version;
 use crate::shard::Generation;
 use std::sync::Arc;
@@ -82,21 +82,7 @@ fn write_head(
     not_modified: bool,
     keep: bool,
 ) {
-    let global = &gen.snap().server.response_headers;
-    let route = head.route.map(|(r, _)| gen.snap().router.route(r));
-    let route_edits = route.map(|r| &r.response_headers);
-    let edits = route_edits
-        .filter(|r| !global.is_empty() || !r.is_empty())
-        .map(|r| Edits {
-            scopes: [global, r],
-            vars: Vars {
-                peer: c.peer,
-                scheme: c.scheme.as_str(),
-                host: head.resp_host.as_deref().unwrap_or("").as_bytes(),
-                request_id: head.request_id.as_bytes(),
-                upstream: None,
-            },
-        });
+    let edits = super::respond::answer_edits(c, gen, head, head.route.map(|(r, _)| r));
     let dropped = |name: &str| edits.as_ref().is_some_and(|e| e.drops(name));
     let out = &mut *c.out;
     out.clear();

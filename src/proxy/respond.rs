@@ -137,20 +137,7 @@ async fn write_answer(
     if keep {
         c.cbuf.consume(head.len);
     }
-    let snap = gen.snap();
-    let route = head.local.map(|r| &snap.router.route(r).response_headers);
-    let empty = crate::config::HeaderEdits::default();
-    let scopes = [&snap.server.response_headers, route.unwrap_or(&empty)];
-    let edits = (!scopes[0].is_empty() || !scopes[1].is_empty()).then(|| Edits {
-        scopes,
-        vars: Vars {
-            peer: c.peer,
-            scheme: c.scheme.as_str(),
-            host: head.resp_host.as_deref().unwrap_or("").as_bytes(),
-            request_id: head.request_id.as_bytes(),
-            upstream: None,
-        },
-    });
+    let edits = answer_edits(c, gen, head, head.local);
     let dropped = |n: &str| edits.as_ref().is_some_and(|e| e.drops(n));
     let with_body = !head.is_head && a.status != 204 && a.status != 304;
     let mut out = Vec::with_capacity(256 + a.body.len());
@@ -200,6 +187,30 @@ async fn write_answer(
     }
     linger_close(c).await;
     (false, a.status)
+}
+
+/// The response header edits for an answer made here to `head` on route `route`
+/// (`[server]`'s, then the route's), `None` when neither scope has any.
+pub(super) fn answer_edits<'a>(
+    c: &Conn<'a>,
+    gen: &'a Generation,
+    head: &'a Head,
+    route: Option<usize>,
+) -> Option<Edits<'a>> {
+    static NONE: crate::config::HeaderEdits = crate::config::HeaderEdits::NONE;
+    let snap = gen.snap();
+    let route = route.map_or(&NONE, |r| &snap.router.route(r).response_headers);
+    let scopes = [&snap.server.response_headers, route];
+    (!scopes[0].is_empty() || !scopes[1].is_empty()).then(|| Edits {
+        scopes,
+        vars: Vars {
+            peer: c.peer,
+            scheme: c.scheme.as_str(),
+            host: head.resp_host.as_deref().unwrap_or("").as_bytes(),
+            request_id: head.request_id.as_bytes(),
+            upstream: None,
+        },
+    })
 }
 
 /// Closes a connection that may still have unread request bytes in flight.
