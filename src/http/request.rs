@@ -256,7 +256,10 @@ fn validate<'h, 'b>(
             None => ("", false),
         },
     };
-    if (!host.is_empty() || version == Version::Http11) && !valid_authority(host) {
+    // An empty Host is valid (RFC 9112 §3.2: what a client sends for a target without
+    // an authority, and what this proxy forwards for an HTTP/1.0 request without one);
+    // a missing one was refused above.
+    if !host.is_empty() && !valid_authority(host) {
         return Err(ProxyError::BadRequest("invalid Host"));
     }
 
@@ -326,7 +329,14 @@ fn split_target<'b>(method: &str, raw: &'b str) -> Result<Target<'b>, ProxyError
             ))
         };
     }
-    let lower_starts = |p: &str| raw.len() >= p.len() && raw[..p.len()].eq_ignore_ascii_case(p);
+    // Compared as bytes: a target may hold non-ASCII bytes, and slicing the `str` at a
+    // byte inside a character panics (found by fuzzing: `GET éééé HTTP/1.1`). A match
+    // is ASCII, so the slices below fall on character boundaries.
+    let lower_starts = |p: &str| {
+        raw.as_bytes()
+            .get(..p.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(p.as_bytes()))
+    };
     let rest = if lower_starts("http://") {
         &raw[7..]
     } else if lower_starts("https://") {
@@ -418,6 +428,24 @@ mod tests {
         let mut slots = [const { MaybeUninit::uninit() }; 100];
         let r = parse(raw, &mut slots, &LIMITS).unwrap().unwrap();
         r.upgrade.map(<[u8]>::to_vec)
+    }
+
+    #[test]
+    fn a_non_ascii_target_is_refused_without_panicking() {
+        for raw in [
+            &b"GET \xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GLT http:/\xd3\xbaxax HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET https:/\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(status(raw), 400, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn an_empty_host_is_accepted_and_a_missing_one_is_not() {
+        let (_, _, host, _) = check(b"GET / HTTP/1.1\r\nHost: \r\n\r\n").unwrap().unwrap();
+        assert_eq!(host, "");
+        assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400);
     }
 
     #[test]

@@ -188,3 +188,19 @@ fn a_bad_chunk_size_after_good_chunks_gets_400() {
     c.assert_closed();
     assert_eq!(up.requests(), 0, "a malformed request reached the upstream");
 }
+
+#[test]
+fn a_non_ascii_absolute_target_gets_400_and_the_worker_lives_on() {
+    // Found by fuzzing: a multi-byte character across byte 7 of a target that is not
+    // origin-form used to panic the parser, and a panicking worker ends the process.
+    let (up, _proxy, addr) = proxy_to(Mode::Echo);
+    for raw in [
+        &b"GET \xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"GET http:/\xd3\xbaxa HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let r = Client::connect(addr).request(raw);
+        assert_eq!(r.status, 400);
+    }
+    assert_eq!(Client::connect(addr).get("/after").status, 200);
+    assert_eq!(up.requests(), 1);
+}
