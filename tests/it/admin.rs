@@ -455,6 +455,16 @@ fn metrics_parse_as_prometheus_text_and_count_what_the_traffic_did() {
     assert_eq!(c.get("/broken/x").status, 502, "connect refused");
     assert_eq!(c.get("/broken/y").status, 503, "then marked down");
 
+    // The worker marked it down at once; the control thread, whose state the gauge
+    // shows, hears of it over the bus (a race seen once in 7 runs).
+    let down = || {
+        total(
+            &metrics(admin),
+            "ringway_upstream_server_up",
+            &[("upstream", "gone")],
+        )
+    };
+    assert!(poll_until(Duration::from_secs(5), || down() == 0.0));
     let m = metrics(admin);
     let site = [("route", "site")];
     assert_eq!(
