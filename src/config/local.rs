@@ -1,7 +1,9 @@
-//! Routes answered without an upstream (`respond`, `redirect`) and the address lists
-//! that admit clients (`allow`, `deny`, in `[server]` and per route): validated here,
-//! used by the request path with no allocation.
+//! Routes answered without an upstream (`respond`, `redirect`), a route's rate `limit`,
+//! and the address lists that admit clients (`allow`, `deny`, in `[server]` and per
+//! route): validated here, used by the request path with no allocation.
 
+use super::raw::RawRoute;
+use super::ConfigError;
 use std::net::IpAddr;
 
 /// What a route without an upstream answers.
@@ -240,6 +242,119 @@ impl Access {
             allow: list(allow, "allow")?,
             deny: list(deny, "deny")?,
         })
+    }
+}
+
+impl super::Validator<'_> {
+    /// A route's `limit`, validated.
+    pub(super) fn rate_limit(
+        &self,
+        raw: Option<&toml::Spanned<super::raw::RawLimit>>,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<Option<RateLimit>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let (span, l) = (raw.span(), raw.get_ref());
+        let per_sec =
+            parse_rate(&l.rate).or_else(|m| self.err(span.clone(), key("limit.rate"), m))?;
+        // Default burst: one second's worth (at least 1), as nginx users size it.
+        let burst = match l.burst {
+            None => per_sec.ceil().clamp(1.0, 1e6) as u32,
+            Some(b) if (1..=1_000_000).contains(&b) => b as u32,
+            Some(b) => {
+                return self.err(
+                    span,
+                    key("limit.burst"),
+                    format!("must be 1-1000000, got {b}"),
+                )
+            }
+        };
+        let hash_key = match l.key.as_deref() {
+            None => super::HashKey::RemoteAddr,
+            Some(k) => {
+                super::HashKey::parse(k).or_else(|m| self.err(span.clone(), key("limit.key"), m))?
+            }
+        };
+        Ok(Some(RateLimit {
+            per_sec,
+            burst,
+            key: hash_key,
+            text: l.rate.clone(),
+        }))
+    }
+
+    /// A route's `respond` or `redirect`, validated.
+    pub(super) fn local_answer(
+        &self,
+        r: &RawRoute,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<Option<LocalAnswer>, ConfigError> {
+        if let Some(resp) = &r.respond {
+            let (span, raw) = (resp.span(), resp.get_ref());
+            if !(200..=599).contains(&raw.status) {
+                return self.err(
+                    span,
+                    key("respond.status"),
+                    format!("must be 200-599, got {}", raw.status),
+                );
+            }
+            let mut headers = Vec::new();
+            for (name, value) in &raw.headers {
+                let bad_name = name.is_empty() || !name.bytes().all(crate::http::is_token_byte);
+                if bad_name || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                    return self.err(
+                        span,
+                        key("respond.headers"),
+                        format!("`{name}` is not a valid header"),
+                    );
+                }
+                let framing = ["content-length", "transfer-encoding", "connection"];
+                if framing.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+                    return self.err(
+                        span,
+                        key("respond.headers"),
+                        format!("`{name}` is set by the proxy"),
+                    );
+                }
+                headers.push((name.clone(), value.clone()));
+            }
+            let bodiless = raw.status == 204 || raw.status == 304;
+            if bodiless && !raw.body.is_empty() {
+                return self.err(
+                    span,
+                    key("respond.body"),
+                    format!("a {} has no body", raw.status),
+                );
+            }
+            let typed = headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+            if !raw.body.is_empty() && !typed {
+                headers.push(("Content-Type".into(), "text/plain; charset=utf-8".into()));
+            }
+            return Ok(Some(LocalAnswer::Respond {
+                status: raw.status as u16,
+                headers,
+                body: raw.body.as_bytes().into(),
+            }));
+        }
+        if let Some(red) = &r.redirect {
+            let (span, raw) = (red.span(), red.get_ref());
+            if ![301, 302, 303, 307, 308].contains(&raw.status) {
+                return self.err(
+                    span,
+                    key("redirect.status"),
+                    format!("must be 301, 302, 303, 307 or 308, got {}", raw.status),
+                );
+            }
+            let to = parse_redirect(&raw.to).or_else(|m| self.err(span, key("redirect.to"), m))?;
+            return Ok(Some(LocalAnswer::Redirect {
+                status: raw.status as u16,
+                to,
+            }));
+        }
+        Ok(None)
     }
 }
 

@@ -402,6 +402,26 @@ pub(super) fn settle_unrelayed(c: &Conn<'_>, ups: &Upstreams<'_>, got: Received)
     }
 }
 
+/// Keeps a connection that answered 101 for the tunnel (`attempt::prepare` let the 101
+/// through only for the protocol the request asked for): from here on it counts as a
+/// tunnel on its server, not as a request in flight.
+fn into_tunnel(
+    c: &mut Conn<'_>,
+    up: UpConn,
+    flight: InFlight,
+    latency: Option<std::time::Duration>,
+) -> Done {
+    let server = flight.server().clone();
+    let upstream = latency.map(|l| (server.addr, l));
+    drop(flight);
+    c.tunnel = Some(super::tunnel::Tunnel { up, server });
+    Done {
+        keep_alive: false,
+        status: 101,
+        upstream,
+    }
+}
+
 /// Writes the response head (and a small body with it), then relays the rest of the
 /// body; returns whether the client connection may carry another request. A `fill`
 /// that decided to store the response gets a copy of the body.
@@ -445,18 +465,7 @@ pub(super) async fn relay_response(
         return Err(cut(ProxyError::ClientGone));
     }
     if resp.status == 101 {
-        // `attempt::prepare` let this 101 through only for the protocol the request
-        // asked to switch to: the connection becomes a tunnel, counted apart from
-        // requests from here on.
-        let server = server.clone();
-        let upstream = latency.map(|l| (server.addr, l));
-        drop(flight);
-        c.tunnel = Some(super::tunnel::Tunnel { up, server });
-        return Ok(Done {
-            keep_alive: false,
-            status: 101,
-            upstream,
-        });
+        return Ok(into_tunnel(c, up, flight, latency));
     }
     let mut relay = Relay {
         src: &mut up.stream,

@@ -63,6 +63,35 @@ pub(super) struct Head {
     pub upgrade: Option<Box<str>>,
 }
 
+impl Head {
+    /// A head for `req` before routing: nothing decided yet.
+    fn new(p: &Prep<'_>, req: &Request<'_, '_>) -> Head {
+        Head {
+            len: req.head_len,
+            body: req.body,
+            // A draining worker answers `Connection: close`, then closes.
+            keep_alive: req.keep_alive && !p.shard.draining(),
+            version: req.version,
+            method: crate::metrics::method_index(req.method),
+            expect_continue: req.expect_continue,
+            is_head: req.is_head(),
+            route: None,
+            missing: None,
+            hash: None,
+            idempotent: false,
+            request_id: RequestId::NONE,
+            resp_host: None,
+            log_split: 0,
+            cache: None,
+            redirect: p.redirect,
+            upgrade: None,
+            max_body: p.gen.snap().server.max_body_bytes,
+            local: None,
+            refusal: None,
+        }
+    }
+}
+
 /// Waits for a complete request head and prepares the upstream head in `out`.
 ///
 /// `Ok(None)`: the client closed or idled out between requests (nothing to answer).
@@ -182,14 +211,7 @@ fn prepare(
     };
     // Allocates only for the rare path that needs normalizing.
     let mut normalized = Vec::new();
-    let path = match path::normalize(req.path, &mut normalized) {
-        _ if req.path == "*" => req.path,
-        Ok(false) => req.path,
-        Ok(true) => {
-            std::str::from_utf8(&normalized).map_err(|_| ProxyError::BadRequest("invalid path"))?
-        }
-        Err(_) => return Err(ProxyError::BadRequest("malformed percent-encoding in path")),
-    };
+    let path = normalized_path(req.path, &mut normalized)?;
     let view = RequestView {
         method: req.method,
         host: req.host,
@@ -197,29 +219,7 @@ fn prepare(
         query: req.query.strip_prefix('?').unwrap_or(""),
         headers: req.headers,
     };
-    let mut head = Head {
-        len: req.head_len,
-        body: req.body,
-        // A draining worker answers `Connection: close`, then closes.
-        keep_alive: req.keep_alive && !p.shard.draining(),
-        version: req.version,
-        method: crate::metrics::method_index(req.method),
-        expect_continue: req.expect_continue,
-        is_head: req.is_head(),
-        route: None,
-        missing: None,
-        hash: None,
-        idempotent: false,
-        request_id: RequestId::NONE,
-        resp_host: None,
-        log_split: 0,
-        cache: None,
-        redirect: p.redirect,
-        upgrade: None,
-        max_body: p.gen.snap().server.max_body_bytes,
-        local: None,
-        refusal: None,
-    };
+    let mut head = Head::new(p, &req);
     out.clear();
     let snap = p.gen.snap();
     if gate::before_route(p, &req, &mut head, out) {
@@ -265,6 +265,18 @@ fn prepare(
     forward(p, route, &req, (path, rest), out, &mut head);
     log_begin(p, &req, &mut head, &route.label, log);
     Ok(Some(head))
+}
+
+/// The path routes see: `raw` itself, or its normalized form written into `scratch`.
+fn normalized_path<'a>(raw: &'a str, scratch: &'a mut Vec<u8>) -> Result<&'a str, ProxyError> {
+    match path::normalize(raw, scratch) {
+        _ if raw == "*" => Ok(raw),
+        Ok(false) => Ok(raw),
+        Ok(true) => {
+            std::str::from_utf8(scratch).map_err(|_| ProxyError::BadRequest("invalid path"))
+        }
+        Err(_) => Err(ProxyError::BadRequest("malformed percent-encoding in path")),
+    }
 }
 
 /// Copies what the access log needs of the head into `log`, when the log is on.
